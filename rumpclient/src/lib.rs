@@ -1,0 +1,10 @@
+//! Client side of the rump stack-server protocol.
+//!
+//! * [`url`]: `RUMP_SERVER` URLs.
+//! * [`retry`]: the `RUMPHIJACK_RETRYCONNECT` reconnect policy.
+//! * [`protocol`]: frames and messages.
+//! * [`wire`]: frames over a Unix socket, with descriptors attached.
+//! * [`client`]: a session with a server, reconnecting as the policy says.
+
+pub mod protocol;
+pub mod wire;
