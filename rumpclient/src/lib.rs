@@ -6,5 +6,13 @@
 //! * [`wire`]: frames over a Unix socket, with descriptors attached.
 //! * [`client`]: a session with a server, reconnecting as the policy says.
 
+pub mod client;
 pub mod protocol;
+pub mod retry;
+mod sys;
+pub mod url;
 pub mod wire;
+
+pub use client::{CallError, Client, ConnectError, Endpoint, Identity};
+pub use retry::{Backoff, RetryError, RetryPolicy};
+pub use url::{ServerUrl, UrlError};

@@ -447,7 +447,9 @@ mod tests {
         }
 
         #[test]
-        fn decoded_frames_re_encode_identically(bytes in proptest::collection::vec(any::<u8>(), 1..48)) {
+        fn decoded_frames_re_encode_identically(
+            bytes in proptest::collection::vec(any::<u8>(), 1..48),
+        ) {
             if let Ok(msg) = Message::decode(&bytes) {
                 prop_assert_eq!(&msg.encode()[4..], &bytes[..]);
             }

@@ -30,7 +30,7 @@ pub enum WireError {
     #[error("unexpected ancillary data on a frame")]
     UnexpectedAncillary,
     /// The system call failed.
-    #[error("{op}: {source}")]
+    #[error("{op} failed")]
     Io {
         /// `sendmsg` or `recvmsg`.
         op: &'static str,
@@ -98,10 +98,7 @@ pub fn recv_message(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>), 
     let mut prefix = [0u8; LEN_PREFIX];
     let mut fd = None;
     read_exact(sock, &mut prefix, &mut fd, true)?;
-    let len = match frame_len(prefix) {
-        Ok(len) => len,
-        Err(e) => return Err(e.into()),
-    };
+    let len = frame_len(prefix)?;
     let mut body = vec![0u8; len];
     debug_assert!(len <= MAX_FRAME_LEN);
     read_exact(sock, &mut body, &mut fd, false)?;

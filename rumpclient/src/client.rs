@@ -1,0 +1,672 @@
+//! A session with a stack server, reconnecting as `RUMPHIJACK_RETRYCONNECT` says.
+//!
+//! A [`Client`] owns one connection. Many threads may share it (`Arc<Client>`); requests are
+//! serialised, one in flight at a time, because the protocol matches replies to requests by
+//! order alone.
+//!
+//! # Losing the server
+//!
+//! A connection is *lost* when the peer hangs up, a frame is malformed, the server sends
+//! `Error`, or a reply breaks the protocol (a success without a descriptor, a descriptor on
+//! an error, a descriptor that is not the socket that was asked for). A stream in any of
+//! these states cannot be trusted to be in step, so it is closed. Then the [`RetryPolicy`]
+//! decides, within the call that noticed the loss:
+//!
+//! * `Never`: this call and every later one fail with `ENOTCONN`.
+//! * `Die`: this call and every later one return [`CallError::Die`]; the caller ends the
+//!   program, as NetBSD's rumphijack does.
+//! * `Once`: one reconnect attempt; if it fails, the client is dead (`ENOTCONN`).
+//! * `For(d)`: attempts spaced by [`Backoff`] until `d` has passed since the loss.
+//! * `Forever`: attempts until the server is back; the call (and every thread waiting to
+//!   make one) blocks meanwhile.
+//!
+//! A client made with [`Client::from_stream`] has no address to go back to and is dead after
+//! a loss whatever the policy (`Die` still means `Die`).
+//!
+//! # Re-sending after a reconnect
+//!
+//! The request that was in flight may or may not have reached the old server. It is sent
+//! again on the new connection only if doing it twice cannot be observed: see
+//! [`Request::safe_to_resend`]. `CreateSocket` qualifies, because a socket created by the old
+//! server either reached us (and then there was no loss) or died with the connection.
+//! A request that leaves state behind on the server would return `ENOTCONN` instead.
+//!
+//! # Notices
+//!
+//! The program's user is told, through the notice sink (stderr by default), when the
+//! connection is lost, at most every [`STILL_TRYING_EVERY`] while reconnecting, and when it is
+//! back. The same events are logged with `tracing`.
+//!
+//! # Limitations
+//!
+//! * A slow request holds up every other thread's request on the same client. Socket
+//!   creation is fast; requests that can block (a `connect` to a slow host) will need one
+//!   connection per caller or tagged replies.
+//! * A reconnect attempt may overrun the `For(d)` deadline by up to the handshake timeout
+//!   (10 s) when a server accepts the connection but never answers.
+//! * Every received descriptor is checked with `getsockopt(SO_DOMAIN)`, `getsockopt(SO_TYPE)`
+//!   and `fcntl(F_GETFL)`: three extra system calls per socket, the price of never handing a
+//!   program a descriptor other than the socket it asked for.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{ErrorCode, Message, PROTOCOL_VERSION};
+use crate::retry::{Backoff, RetryPolicy};
+use crate::url::ServerUrl;
+use crate::wire::{self, WireError};
+use crate::{retry, sys};
+
+/// How long the server has to answer `Hello`. Requests themselves have no timeout: a server
+/// may legitimately take long (a blocking operation in its stack).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shortest interval between two "still trying" notices.
+pub const STILL_TRYING_EVERY: Duration = Duration::from_secs(120);
+
+/// How many times one call re-sends its request after reconnecting, so that a server that
+/// breaks every connection cannot keep a call (and the connection lock) forever.
+const MAX_RESENDS: u32 = 3;
+
+/// Who the client acts for, announced to the server in `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Pid of the program.
+    pub pid: u32,
+    /// Short name of the program.
+    pub program: String,
+}
+
+impl Identity {
+    /// The calling process: its pid and the file name of its executable (from
+    /// `/proc/self/exe`, else `argv[0]`).
+    pub fn of_current_process() -> Identity {
+        let base = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let program = std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|exe| base(&exe))
+            .or_else(|| std::env::args_os().next().and_then(|a| base(Path::new(&a))))
+            .unwrap_or_else(|| "unknown".to_owned());
+        Identity {
+            pid: std::process::id(),
+            program,
+        }
+    }
+}
+
+/// Why a request did not produce a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The error the program's call returns, unchanged (the server's errno, or `ENOTCONN`
+    /// when the server is gone).
+    #[error("{}", io::Error::from_raw_os_error(*.0))]
+    Errno(i32),
+    /// The server is gone and the policy is `die`: the caller must terminate the program.
+    #[error("connection to the stack server lost and RUMPHIJACK_RETRYCONNECT=die")]
+    Die,
+}
+
+/// The server a client talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A server reached through its URL.
+    Url(ServerUrl),
+    /// An in-process server on the other end of a socket pair.
+    Embedded,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Url(url) => url.fmt(f),
+            Endpoint::Embedded => f.write_str("the embedded server"),
+        }
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// connect(2) failed.
+    #[error("{}", describe_connect_failure(url, source))]
+    Connect {
+        /// The server.
+        url: Endpoint,
+        /// What connect(2) returned.
+        source: io::Error,
+    },
+    /// The server answered `Hello` with `Error`, or with another protocol version.
+    #[error("{url} refused the session: {code}: {message}")]
+    Refused {
+        /// The server.
+        url: Endpoint,
+        /// Class of the refusal.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// Sending `Hello` or receiving the answer failed.
+    #[error("handshake with {url} failed")]
+    Handshake {
+        /// The server.
+        url: Endpoint,
+        /// What went wrong on the wire.
+        source: WireError,
+    },
+    /// The server accepted the connection but did not answer `Hello` in time.
+    #[error("{url} did not answer the handshake within {} s", HANDSHAKE_TIMEOUT.as_secs())]
+    HandshakeTimeout {
+        /// The server.
+        url: Endpoint,
+    },
+    /// The server answered `Hello` with something other than `Welcome` or `Error`.
+    #[error("{url} answered the handshake with {reply}")]
+    UnexpectedReply {
+        /// The server.
+        url: Endpoint,
+        /// What it sent.
+        reply: String,
+    },
+    /// The handshake timeout could not be set or cleared on the socket.
+    #[error("cannot set the handshake timeout on the connection to {url}")]
+    Timeout {
+        /// The server.
+        url: Endpoint,
+        /// What setsockopt(SO_RCVTIMEO) returned.
+        source: io::Error,
+    },
+}
+
+fn describe_connect_failure(url: &Endpoint, err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => format!("no server at {url} (the socket does not exist)"),
+        Some(libc::ECONNREFUSED) => format!("no server listening at {url}"),
+        Some(libc::EACCES | libc::EPERM) => format!("not allowed to connect to {url}"),
+        _ => format!("cannot connect to {url}"),
+    }
+}
+
+/// A session with a stack server. See the module docs for what happens when it is lost.
+pub struct Client {
+    endpoint: Endpoint,
+    retry: RetryPolicy,
+    id: Identity,
+    conn: Mutex<Conn>,
+    /// Kept apart from `conn` so that reading it never waits for a request or a reconnect.
+    stack: Mutex<String>,
+    notice: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+enum Conn {
+    Up(UnixStream),
+    /// Lost for good: no address to reconnect to, or the policy said stop.
+    Dead,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("retry", &self.retry)
+            .field("id", &self.id)
+            .field("stack", &*lock(&self.stack))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `url` and does the handshake. A failure here is returned, never retried:
+    /// the policy is about losing a server, not about finding one at start-up.
+    pub fn connect(
+        url: ServerUrl,
+        retry: RetryPolicy,
+        id: Identity,
+    ) -> Result<Client, ConnectError> {
+        let (stream, stack) = open(&url, &id)?;
+        tracing::info!(%url, %stack, "connected to stack server");
+        Ok(Client::new(Endpoint::Url(url), stream, stack, retry, id))
+    }
+
+    /// Uses an already connected stream, typically one end of a socket pair whose other end
+    /// an in-process server serves. Such a client cannot reconnect.
+    pub fn from_stream(
+        stream: UnixStream,
+        retry: RetryPolicy,
+        id: Identity,
+    ) -> Result<Client, ConnectError> {
+        let stack = handshake(&stream, &Endpoint::Embedded, &id)?;
+        tracing::info!(%stack, "connected to embedded stack server");
+        Ok(Client::new(Endpoint::Embedded, stream, stack, retry, id))
+    }
+
+    fn new(
+        endpoint: Endpoint,
+        stream: UnixStream,
+        stack: String,
+        retry: RetryPolicy,
+        id: Identity,
+    ) -> Client {
+        Client {
+            endpoint,
+            retry,
+            id,
+            conn: Mutex::new(Conn::Up(stream)),
+            stack: Mutex::new(stack),
+            notice: Box::new(|line| eprintln!("rumpclient: {line}")),
+        }
+    }
+
+    /// The server's description of its stack, from the latest handshake.
+    pub fn stack(&self) -> String {
+        lock(&self.stack).clone()
+    }
+
+    /// The server's URL; `None` for an embedded server.
+    pub fn url(&self) -> Option<&ServerUrl> {
+        match &self.endpoint {
+            Endpoint::Url(url) => Some(url),
+            Endpoint::Embedded => None,
+        }
+    }
+
+    /// The reconnect policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Sets where connection notices go (default: a line on stderr, prefixed `rumpclient: `).
+    pub fn set_notice_sink(&mut self, sink: Box<dyn Fn(&str) + Send + Sync>) {
+        self.notice = sink;
+    }
+
+    /// socket(2) in the server's stack. `ty` may include `SOCK_NONBLOCK`; `SOCK_CLOEXEC` is
+    /// stripped before sending, since it concerns the receiving process only (the returned
+    /// descriptor is close-on-exec here in any case).
+    pub fn create_socket(&self, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, CallError> {
+        let request = Request::CreateSocket {
+            domain,
+            ty: ty & !libc::SOCK_CLOEXEC,
+            protocol,
+        };
+        match self.call(&request)? {
+            Reply::Socket(fd) => Ok(fd),
+        }
+    }
+
+    /// Sends `request` and reads its reply, handling a loss as the policy says.
+    fn call(&self, request: &Request) -> Result<Reply, CallError> {
+        let mut conn = lock(&self.conn);
+        let mut resends = 0;
+        loop {
+            let Conn::Up(stream) = &*conn else {
+                return Err(self.dead_error());
+            };
+            let lost = match exchange(stream, request) {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(errno)) => return Err(CallError::Errno(errno)),
+                Err(lost) => lost,
+            };
+
+            // Close the broken stream before anything else, so the server sees the hang-up
+            // even if reconnecting takes long.
+            *conn = Conn::Dead;
+            match self.recover(&lost) {
+                Some(stream) => *conn = Conn::Up(stream),
+                None => return Err(self.dead_error()),
+            }
+
+            if !request.safe_to_resend() || resends == MAX_RESENDS {
+                tracing::debug!(?request, resends, "not re-sending after reconnect");
+                return Err(CallError::Errno(libc::ENOTCONN));
+            }
+            resends += 1;
+            tracing::debug!(?request, "re-sending after reconnect");
+        }
+    }
+
+    fn dead_error(&self) -> CallError {
+        match self.retry {
+            RetryPolicy::Die => CallError::Die,
+            _ => CallError::Errno(libc::ENOTCONN),
+        }
+    }
+
+    fn notice(&self, line: &str) {
+        (self.notice)(line);
+    }
+
+    /// Decides what a loss means under the policy; returns a new connection or `None` when the
+    /// client is now dead.
+    fn recover(&self, lost: &Lost) -> Option<UnixStream> {
+        let endpoint = &self.endpoint;
+        tracing::info!(server = %endpoint, error = %lost, policy = %self.retry, "connection lost");
+        let url = match (&self.endpoint, self.retry) {
+            (_, RetryPolicy::Die) => {
+                self.notice(&format!(
+                    "connection to {endpoint} lost: {lost}; terminating the program \
+                     ({}=die)",
+                    retry::RUMPHIJACK_RETRYCONNECT
+                ));
+                return None;
+            }
+            (_, RetryPolicy::Never) => {
+                self.notice(&format!(
+                    "connection to {endpoint} lost: {lost}; not reconnecting ({} is unset); \
+                     socket calls now fail with ENOTCONN",
+                    retry::RUMPHIJACK_RETRYCONNECT
+                ));
+                return None;
+            }
+            (Endpoint::Embedded, _) => {
+                self.notice(&format!(
+                    "connection to {endpoint} lost: {lost}; an embedded server cannot be \
+                     reconnected; socket calls now fail with ENOTCONN"
+                ));
+                return None;
+            }
+            (Endpoint::Url(url), policy) => {
+                self.notice(&format!(
+                    "connection to {url} lost: {lost}; reconnecting ({}={policy})",
+                    retry::RUMPHIJACK_RETRYCONNECT
+                ));
+                url
+            }
+        };
+        self.reconnect(url)
+    }
+
+    /// Tries to reach `url` again until the policy gives up.
+    fn reconnect(&self, url: &ServerUrl) -> Option<UnixStream> {
+        let lost_at = Instant::now();
+        let mut last_notice = lost_at;
+        let mut backoff = Backoff::new();
+        let mut attempts = 0u64;
+        loop {
+            attempts += 1;
+            let error = match open(url, &self.id) {
+                Ok((stream, stack)) => {
+                    let secs = lost_at.elapsed().as_secs_f64();
+                    tracing::info!(%url, %stack, attempts, secs, "reconnected to stack server");
+                    self.notice(&format!(
+                        "reconnected to {url} after {secs:.1}s; stack: {stack}"
+                    ));
+                    *lock(&self.stack) = stack;
+                    return Some(stream);
+                }
+                Err(e) => error_chain(&e),
+            };
+            tracing::debug!(%url, attempts, %error, "reconnect attempt failed");
+
+            // How long to wait before the next attempt, or stop.
+            let elapsed = lost_at.elapsed();
+            let delay = match self.retry {
+                RetryPolicy::Forever => Some(backoff.next_delay()),
+                RetryPolicy::For(limit) if elapsed < limit => {
+                    Some(backoff.next_delay().min(limit - elapsed))
+                }
+                _ => None,
+            };
+            let Some(delay) = delay else {
+                let secs = elapsed.as_secs_f64();
+                tracing::info!(%url, attempts, secs, %error, "giving up reconnecting");
+                self.notice(&format!(
+                    "giving up on {url} after {attempts} attempt(s), {secs:.1}s: {error}; \
+                     socket calls now fail with ENOTCONN"
+                ));
+                return None;
+            };
+            std::thread::sleep(delay);
+
+            if last_notice.elapsed() >= STILL_TRYING_EVERY {
+                last_notice = Instant::now();
+                let secs = lost_at.elapsed().as_secs();
+                tracing::info!(%url, attempts, secs, %error, "still trying to reconnect");
+                self.notice(&format!(
+                    "still trying to reach {url} after {attempts} attempts, {secs}s: {error}"
+                ));
+            }
+        }
+    }
+}
+
+/// Locks a mutex whether or not a thread panicked while holding it: the data behind these
+/// locks is valid at every point a panic could occur.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An error and its causes, joined with ": ", for one-line notices.
+fn error_chain(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// Connects to `url` and does the handshake.
+fn open(url: &ServerUrl, id: &Identity) -> Result<(UnixStream, String), ConnectError> {
+    let endpoint = || Endpoint::Url(url.clone());
+    let stream = UnixStream::connect(url.path()).map_err(|source| ConnectError::Connect {
+        url: endpoint(),
+        source,
+    })?;
+    let stack = handshake(&stream, &endpoint(), id)?;
+    Ok((stream, stack))
+}
+
+/// Sends `Hello` and waits (at most [`HANDSHAKE_TIMEOUT`]) for `Welcome`; returns the stack
+/// description.
+fn handshake(stream: &UnixStream, url: &Endpoint, id: &Identity) -> Result<String, ConnectError> {
+    let timeout_err = |source| ConnectError::Timeout {
+        url: url.clone(),
+        source,
+    };
+    let wire_err = |source| ConnectError::Handshake {
+        url: url.clone(),
+        source,
+    };
+
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(timeout_err)?;
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        pid: id.pid,
+        program: id.program.clone(),
+    };
+    if let Err(send_error) = wire::send(stream, &hello, None) {
+        // A server that refuses a peer (SO_PEERCRED) writes its reason and closes without
+        // reading our hello; the reason is still queued for us, and is the better error.
+        if let Ok((Message::Error { code, message }, _)) = wire::recv(stream) {
+            return Err(ConnectError::Refused {
+                url: url.clone(),
+                code,
+                message,
+            });
+        }
+        return Err(wire_err(send_error));
+    }
+    let (reply, fd) = wire::recv(stream).map_err(|e| match &e {
+        WireError::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock => {
+            ConnectError::HandshakeTimeout { url: url.clone() }
+        }
+        _ => wire_err(e),
+    })?;
+    // Requests may block for as long as the server needs.
+    stream.set_read_timeout(None).map_err(timeout_err)?;
+
+    if fd.is_some() {
+        return Err(ConnectError::UnexpectedReply {
+            url: url.clone(),
+            reply: format!("{} with a descriptor attached", kind_of(&reply)),
+        });
+    }
+    match reply {
+        Message::Welcome { version, stack } if version == PROTOCOL_VERSION => Ok(stack),
+        Message::Welcome { version, .. } => Err(ConnectError::Refused {
+            url: url.clone(),
+            code: ErrorCode::Version,
+            message: format!(
+                "server speaks protocol version {version}, this client {PROTOCOL_VERSION}"
+            ),
+        }),
+        Message::Error { code, message } => Err(ConnectError::Refused {
+            url: url.clone(),
+            code,
+            message,
+        }),
+        other => Err(ConnectError::UnexpectedReply {
+            url: url.clone(),
+            reply: kind_of(&other).to_owned(),
+        }),
+    }
+}
+
+fn kind_of(msg: &Message) -> &'static str {
+    match msg {
+        Message::Hello { .. } => "hello",
+        Message::Welcome { .. } => "welcome",
+        Message::CreateSocket { .. } => "create-socket",
+        Message::SocketReply { .. } => "socket-reply",
+        Message::Error { .. } => "error",
+    }
+}
+
+/// A request a client sends after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    CreateSocket { domain: i32, ty: i32, protocol: i32 },
+}
+
+/// The successful result of a request.
+#[derive(Debug)]
+enum Reply {
+    Socket(OwnedFd),
+}
+
+/// Why a connection can no longer be used.
+#[derive(Debug)]
+enum Lost {
+    /// Sending or receiving failed, or a frame was malformed.
+    Wire(WireError),
+    /// The server ended the session with `Error`.
+    Server { code: ErrorCode, message: String },
+    /// A well-formed reply that breaks the protocol.
+    Violation(String),
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lost::Wire(e) => e.fmt(f),
+            Lost::Server { code, message } => {
+                write!(f, "server ended the session: {code}: {message}")
+            }
+            Lost::Violation(what) => write!(f, "protocol violation: {what}"),
+        }
+    }
+}
+
+impl Request {
+    fn message(&self) -> Message {
+        match *self {
+            Request::CreateSocket {
+                domain,
+                ty,
+                protocol,
+            } => Message::CreateSocket {
+                domain,
+                ty,
+                protocol,
+            },
+        }
+    }
+
+    /// True when sending the request again on a new connection cannot do anything twice:
+    /// whatever the old server did for it ended with the old connection.
+    ///
+    /// `CreateSocket` qualifies: a socket the old server created either reached us (and the
+    /// call succeeded) or was closed with the connection. A future request that leaves state
+    /// on the server (a bound port, a registration) must return `false`, so that its caller
+    /// gets `ENOTCONN` instead of a possible duplicate.
+    fn safe_to_resend(&self) -> bool {
+        match self {
+            Request::CreateSocket { .. } => true,
+        }
+    }
+
+    /// Reads the reply: `Ok(Ok(_))` success, `Ok(Err(errno))` the server's errno, `Err(_)` the
+    /// reply breaks the session.
+    fn interpret(&self, reply: Message, fd: Option<OwnedFd>) -> Result<Result<Reply, i32>, Lost> {
+        let Request::CreateSocket { domain, ty, .. } = *self;
+        match (reply, fd) {
+            (Message::SocketReply { errno: 0 }, Some(fd)) => {
+                check_socket(&fd, domain, ty).map_err(Lost::Violation)?;
+                Ok(Ok(Reply::Socket(fd)))
+            }
+            (Message::SocketReply { errno: 0 }, None) => Err(Lost::Violation(
+                "socket reply reports success but carries no descriptor".into(),
+            )),
+            // Dropping the descriptor closes it.
+            (Message::SocketReply { errno }, Some(_)) => Err(Lost::Violation(format!(
+                "socket reply reports errno {errno} but carries a descriptor"
+            ))),
+            (Message::SocketReply { errno }, None) => Ok(Err(errno)),
+            (Message::Error { code, message }, _) => Err(Lost::Server { code, message }),
+            (other, _) => Err(Lost::Violation(format!(
+                "{} in reply to create-socket",
+                kind_of(&other)
+            ))),
+        }
+    }
+}
+
+/// Sends one request and reads its reply.
+fn exchange(stream: &UnixStream, request: &Request) -> Result<Result<Reply, i32>, Lost> {
+    wire::send(stream, &request.message(), None).map_err(Lost::Wire)?;
+    let (reply, fd) = wire::recv(stream).map_err(Lost::Wire)?;
+    request.interpret(reply, fd)
+}
+
+/// Checks that `fd` is a socket of the family and type that were asked for, with
+/// `O_NONBLOCK` set exactly when `SOCK_NONBLOCK` was requested.
+fn check_socket(fd: &OwnedFd, domain: i32, ty: i32) -> Result<(), String> {
+    let sockopt = |name, what| {
+        sys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, name)
+            .map_err(|e| format!("received descriptor: getsockopt({what}): {e}"))
+    };
+    let got_domain = sockopt(libc::SO_DOMAIN, "SO_DOMAIN")?;
+    let got_type = sockopt(libc::SO_TYPE, "SO_TYPE")?;
+    let want_type = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    if got_domain != domain || got_type != want_type {
+        return Err(format!(
+            "received socket has family {got_domain} type {got_type}, \
+             asked for family {domain} type {want_type}"
+        ));
+    }
+
+    let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| format!("received descriptor: fcntl(F_GETFL): {e}"))?;
+    let nonblocking = flags & libc::O_NONBLOCK != 0;
+    if nonblocking != (ty & libc::SOCK_NONBLOCK != 0) {
+        return Err(format!(
+            "received socket has O_NONBLOCK {}, asked for SOCK_NONBLOCK {}",
+            if nonblocking { "set" } else { "clear" },
+            if nonblocking { "clear" } else { "set" },
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
