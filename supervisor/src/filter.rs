@@ -1,0 +1,144 @@
+//! The seccomp filter the supervised program runs under.
+//!
+//! Built with libseccomp, exported as classic BPF and installed with seccomp(2) directly:
+//! Debian 12's libseccomp (2.5.4) cannot ask for `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`,
+//! and without that flag a signal to a program thread blocked in a trapped call restarts the
+//! call after the supervisor may already have acted on it (seccomp_unotify(2), Linux 5.19).
+//!
+//! What the filter does:
+//!
+//! * `socket(domain, …)` with `domain` in a redirected family → user notification.
+//! * `socketpair` in a redirected family other than `AF_UNIX` → `EOPNOTSUPP` (the server's
+//!   stack cannot make pairs; the kernel gives the same answer for IP families).
+//! * `io_uring_setup`, `io_uring_enter`, `io_uring_register` → `ENOSYS`: a ring creates and
+//!   connects sockets without any system call the filter sees.
+//! * Any call through a non-native ABI (i386 `int 0x80`, including `socketcall`; x32) →
+//!   `ENOSYS`, since the filter only describes the x86-64 numbers.
+//! * Everything else runs natively.
+//!
+//! Arguments are compared on their low 32 bits: the kernel truncates `int` arguments, so a
+//! program could otherwise pass `AF_INET | 1 << 32` and slip past an exact 64-bit compare.
+
+use std::io::{Read, Seek};
+
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use policy::HijackSpec;
+
+use crate::sys::BpfInstruction;
+
+/// Why the filter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// libseccomp refused a step.
+    #[error("libseccomp: {step}: {source}")]
+    Seccomp {
+        /// What was being done.
+        step: &'static str,
+        /// libseccomp's error.
+        source: libseccomp::error::SeccompError,
+    },
+    /// Reading back the exported program failed.
+    #[error("reading the exported BPF program: {0}")]
+    Export(#[from] std::io::Error),
+}
+
+fn step<T>(
+    what: &'static str,
+    res: Result<T, libseccomp::error::SeccompError>,
+) -> Result<T, FilterError> {
+    res.map_err(|source| FilterError::Seccomp { step: what, source })
+}
+
+const LOW_32: ScmpCompareOp = ScmpCompareOp::MaskedEqual(0xffff_ffff);
+
+/// Builds the filter for `hijack` and returns it as BPF instructions ready for seccomp(2).
+pub fn build(hijack: &HijackSpec) -> Result<Vec<BpfInstruction>, FilterError> {
+    let mut ctx = step("init", ScmpFilterContext::new_filter(ScmpAction::Allow))?;
+    step(
+        "bad-arch action",
+        ctx.set_act_badarch(ScmpAction::Errno(libc::ENOSYS)),
+    )?;
+    // The child sets no_new_privs itself right before loading the filter.
+    step("nnp", ctx.set_ctl_nnp(false))?;
+
+    let socket = ScmpSyscall::from_name("socket").expect("x86-64 has socket");
+    let socketpair = ScmpSyscall::from_name("socketpair").expect("x86-64 has socketpair");
+    for family in hijack.families() {
+        let domain = ScmpArgCompare::new(0, LOW_32, family as u64);
+        step(
+            "socket rule",
+            ctx.add_rule_conditional(ScmpAction::Notify, socket, &[domain]),
+        )?;
+        if family != libc::AF_UNIX {
+            step(
+                "socketpair rule",
+                ctx.add_rule_conditional(
+                    ScmpAction::Errno(libc::EOPNOTSUPP),
+                    socketpair,
+                    &[domain],
+                ),
+            )?;
+        }
+    }
+
+    for name in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        let nr = ScmpSyscall::from_name(name).expect("x86-64 has io_uring");
+        step(
+            "io_uring rule",
+            ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), nr),
+        )?;
+    }
+
+    export(&ctx)
+}
+
+/// Exports the compiled program through a memfd and decodes it into instructions.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<BpfInstruction>, FilterError> {
+    let fd = nix::sys::memfd::memfd_create(
+        c"rumphijack-bpf",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut file = std::fs::File::from(fd);
+    step("export", ctx.export_bpf(&mut file))?;
+    file.rewind()?;
+    let mut raw = Vec::new();
+    file.read_to_end(&mut raw)?;
+
+    const INSN: usize = std::mem::size_of::<BpfInstruction>();
+    if raw.len() % INSN != 0 || raw.is_empty() {
+        return Err(FilterError::Export(std::io::Error::other(format!(
+            "{} bytes is not a whole number of instructions",
+            raw.len()
+        ))));
+    }
+    // struct sock_filter is { u16 code; u8 jt; u8 jf; u32 k } in native byte order.
+    Ok(raw
+        .chunks_exact(INSN)
+        .map(|c| BpfInstruction {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_selection_builds_a_program() {
+        let prog = build(&HijackSpec::default()).unwrap();
+        assert!(prog.len() > 10, "program has {} instructions", prog.len());
+        assert!(prog.len() < u16::MAX as usize);
+    }
+
+    #[test]
+    fn a_narrow_selection_builds_a_shorter_program() {
+        let all = build(&HijackSpec::default()).unwrap();
+        let inet = build(&HijackSpec::parse("socket=inet").unwrap()).unwrap();
+        assert!(inet.len() < all.len());
+    }
+}

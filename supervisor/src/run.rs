@@ -1,0 +1,230 @@
+//! `rumphijack run`: configuration, start-up order, and waiting for the program.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use policy::HijackSpec;
+use rumpclient::client::{Client, Identity};
+use rumpclient::retry::RetryPolicy;
+use rumpclient::url::ServerUrl;
+use tracing::{debug, info, warn};
+
+use crate::embedded::{self, EmbeddedStack};
+use crate::launch::{self, LaunchError};
+use crate::{filter, notify, sys, Failure, RunArgs};
+
+/// A failure of rumphijack itself, with the exit status it maps to.
+#[derive(Debug)]
+pub struct RunError {
+    /// Exit status class.
+    pub failure: Failure,
+    /// What went wrong, with context.
+    pub error: anyhow::Error,
+}
+
+trait OrFail<T> {
+    fn or_fail(self, failure: Failure) -> Result<T, RunError>;
+}
+
+impl<T, E: Into<anyhow::Error>> OrFail<T> for Result<T, E> {
+    fn or_fail(self, failure: Failure) -> Result<T, RunError> {
+        self.map_err(|e| RunError {
+            failure,
+            error: e.into(),
+        })
+    }
+}
+
+/// Signals that are passed on to the program when the supervisor receives them.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Runs the program to completion and returns the exit status to report.
+pub fn run(args: RunArgs) -> Result<u8, RunError> {
+    // Configuration first: a bad variable is an error before anything starts.
+    let hijack = HijackSpec::from_env()
+        .context("RUMPHIJACK")
+        .or_fail(Failure::Config)?;
+    let retry = RetryPolicy::from_env()
+        .context("RUMPHIJACK_RETRYCONNECT")
+        .or_fail(Failure::Config)?;
+    let url = match &args.server {
+        Some(s) => Some(
+            ServerUrl::parse(s)
+                .context("--server")
+                .or_fail(Failure::Config)?,
+        ),
+        None => ServerUrl::from_env()
+            .context("RUMP_SERVER")
+            .or_fail(Failure::Config)?,
+    };
+    let stack = match (&args.netns, args.isolated) {
+        (Some(path), _) => EmbeddedStack::Netns(path.clone()),
+        (None, true) => EmbeddedStack::Isolated,
+        (None, false) => EmbeddedStack::Current,
+    };
+    if url.is_some() && !matches!(stack, EmbeddedStack::Current) {
+        return Err(anyhow!(
+            "--isolated and --netns choose the embedded server's stack; they cannot be used \
+             with a server URL (unset RUMP_SERVER or drop --server)"
+        ))
+        .or_fail(Failure::Usage);
+    }
+
+    // Keep other processes of this user (the program included) from ptrace-attaching to the
+    // supervisor or reading its memory and descriptors through /proc.
+    sys::set_not_dumpable().or_fail(Failure::Os)?;
+
+    // Block every signal before the first thread or child exists: threads inherit the mask,
+    // so no supervisor thread can be interrupted inside a notification ioctl, and the main
+    // thread collects the signals it forwards with sigwait.
+    let original_mask = SigSet::thread_get_mask().or_fail(Failure::Os)?;
+    SigSet::all().thread_block().or_fail(Failure::Os)?;
+
+    let identity = Identity {
+        pid: std::process::id(),
+        program: program_name(&args.program),
+    };
+    let client = match url {
+        Some(url) => {
+            let shown = url.to_string();
+            Client::connect(url, retry, identity)
+                .with_context(|| format!("stack server {shown}"))
+                .or_fail(Failure::ServerUnavailable)?
+        }
+        None => {
+            let (stream, server) = embedded::prepare(&stack).or_fail(Failure::Os)?;
+            server.start();
+            Client::from_stream(stream, retry, identity)
+                .context("embedded stack server")
+                .or_fail(Failure::ServerUnavailable)?
+        }
+    };
+
+    let program = filter::build(&hijack)
+        .context("building the seccomp filter")
+        .or_fail(Failure::Os)?;
+    debug!(instructions = program.len(), %hijack, "filter built");
+
+    let launched = launch::spawn(&args.program, &args.args, &program, &original_mask)
+        .map_err(launch_failure)?;
+    if !launched.wait_killable {
+        warn!(
+            "the kernel lacks SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19): a signal \
+             to the program during a trapped call may repeat that call"
+        );
+    }
+    info!(pid = launched.pid.as_raw(), program = ?args.program, "program started");
+
+    let events = Arc::new(DieOnLoss {
+        program: launched.pid,
+        announced: AtomicBool::new(false),
+    });
+    notify::start(launched.listener, Arc::new(client), events);
+
+    let status = wait_for(launched.pid).or_fail(Failure::Os)?;
+    info!(status, "program exited");
+    Ok(status)
+}
+
+fn launch_failure(e: LaunchError) -> RunError {
+    let failure = match &e {
+        LaunchError::Exec { errno, .. } => match *errno {
+            Errno::ENOENT | Errno::ENOTDIR => Failure::NotFound,
+            _ => Failure::NotExecutable,
+        },
+        LaunchError::NulInArgument(_) => Failure::Usage,
+        _ => Failure::Os,
+    };
+    RunError {
+        failure,
+        error: e.into(),
+    }
+}
+
+fn program_name(program: &OsStr) -> String {
+    let base = Path::new(program)
+        .file_name()
+        .map_or(program.as_bytes(), |n| n.as_bytes());
+    String::from_utf8_lossy(base).into_owned()
+}
+
+/// Ends the program when the server is lost under `RUMPHIJACK_RETRYCONNECT=die`.
+struct DieOnLoss {
+    program: Pid,
+    announced: AtomicBool,
+}
+
+impl notify::Events for DieOnLoss {
+    fn server_lost_die(&self, caller: u32) {
+        if !self.announced.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "rumphijack: lost the stack server and RUMPHIJACK_RETRYCONNECT=die: \
+                 killing the program"
+            );
+        }
+        // kill(2) on a thread id signals that thread's whole process.
+        let _ = kill(Pid::from_raw(caller as i32), Signal::SIGKILL);
+        let _ = kill(self.program, Signal::SIGKILL);
+    }
+}
+
+/// Forwards signals to the program and reaps children until the program exits; returns its
+/// status in the shell's convention (128+N for a signal).
+///
+/// Any other child that exits is reaped too, which is what a container's PID 1 (or a
+/// subreaper) must do for orphans reparented to it.
+fn wait_for(program: Pid) -> Result<u8, Errno> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for sig in FORWARDED {
+        set.add(sig);
+    }
+
+    loop {
+        // Reap before waiting: the program may have exited before SIGCHLD was blocked.
+        while let Some((pid, status)) = reap_one()? {
+            if pid == program {
+                return Ok(status);
+            }
+            debug!(pid = pid.as_raw(), status, "reaped a descendant");
+        }
+
+        let sig = set.wait()?;
+        if sig != Signal::SIGCHLD {
+            debug!(?sig, "forwarding signal to the program");
+            match kill(program, sig) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => warn!(?sig, error = %e, "forwarding a signal failed"),
+            }
+        }
+    }
+}
+
+/// Reaps one exited child without blocking: `None` when no child has exited.
+fn reap_one() -> Result<Option<(Pid, u8)>, Errno> {
+    loop {
+        return match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => Ok(Some((pid, code as u8))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => Ok(Some((pid, 128 + sig as u8))),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => Ok(None),
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
