@@ -14,6 +14,11 @@
 //!   connects sockets without any system call the filter sees.
 //! * Any call through a non-native ABI (i386 `int 0x80`, including `socketcall`; x32) →
 //!   `ENOSYS`, since the filter only describes the x86-64 numbers.
+//! * `connect`, `bind`, `listen`, `accept`/`accept4` → user notification, each only when the
+//!   policy has something to decide about it ([`policy::Policy::traps`]).
+//! * Sends, when the policy decides about them: `sendto` with a destination address (a
+//!   non-null fifth argument; the address-less form on a connected socket costs nothing),
+//!   and every `sendmsg`/`sendmmsg` (the filter cannot look inside a `msghdr`).
 //! * Everything else runs natively.
 //!
 //! Arguments are compared on their low 32 bits: the kernel truncates `int` arguments, so a
@@ -22,7 +27,7 @@
 use std::io::{Read, Seek};
 
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
-use policy::HijackSpec;
+use policy::{HijackSpec, Operation, Policy};
 
 use crate::sys::BpfInstruction;
 
@@ -51,8 +56,9 @@ fn step<T>(
 
 const LOW_32: ScmpCompareOp = ScmpCompareOp::MaskedEqual(0xffff_ffff);
 
-/// Builds the filter for `hijack` and returns it as BPF instructions ready for seccomp(2).
-pub fn build(hijack: &HijackSpec) -> Result<Vec<BpfInstruction>, FilterError> {
+/// Builds the filter for `hijack` and `policy` and returns it as BPF instructions ready for
+/// seccomp(2).
+pub fn build(hijack: &HijackSpec, policy: &Policy) -> Result<Vec<BpfInstruction>, FilterError> {
     let mut ctx = step("init", ScmpFilterContext::new_filter(ScmpAction::Allow))?;
     step(
         "bad-arch action",
@@ -86,6 +92,32 @@ pub fn build(hijack: &HijackSpec) -> Result<Vec<BpfInstruction>, FilterError> {
         step(
             "io_uring rule",
             ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), nr),
+        )?;
+    }
+
+    let notify = |ctx: &mut ScmpFilterContext, name: &str| {
+        let nr = ScmpSyscall::from_name(name).expect("x86-64 has the socket calls");
+        step("policy rule", ctx.add_rule(ScmpAction::Notify, nr))
+    };
+    for (op, calls) in [
+        (Operation::Connect, &["connect"][..]),
+        (Operation::Bind, &["bind"]),
+        (Operation::Listen, &["listen"]),
+        (Operation::Accept, &["accept", "accept4"]),
+        (Operation::Send, &["sendmsg", "sendmmsg"]),
+    ] {
+        if policy.traps(op) {
+            for name in calls {
+                notify(&mut ctx, name)?;
+            }
+        }
+    }
+    if policy.traps(Operation::Send) {
+        let sendto = ScmpSyscall::from_name("sendto").expect("x86-64 has sendto");
+        let has_address = ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0);
+        step(
+            "sendto rule",
+            ctx.add_rule_conditional(ScmpAction::Notify, sendto, &[has_address]),
         )?;
     }
 
@@ -130,15 +162,16 @@ mod tests {
 
     #[test]
     fn default_selection_builds_a_program() {
-        let prog = build(&HijackSpec::default()).unwrap();
+        let prog = build(&HijackSpec::default(), &Policy::allow_all()).unwrap();
         assert!(prog.len() > 10, "program has {} instructions", prog.len());
         assert!(prog.len() < u16::MAX as usize);
     }
 
     #[test]
     fn a_narrow_selection_builds_a_shorter_program() {
-        let all = build(&HijackSpec::default()).unwrap();
-        let inet = build(&HijackSpec::parse("socket=inet").unwrap()).unwrap();
+        let none = Policy::allow_all();
+        let all = build(&HijackSpec::default(), &none).unwrap();
+        let inet = build(&HijackSpec::parse("socket=inet").unwrap(), &none).unwrap();
         assert!(inet.len() < all.len());
     }
 }

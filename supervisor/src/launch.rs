@@ -10,7 +10,8 @@
 //! 2. Child: `PR_SET_NO_NEW_PRIVS` — must precede seccomp(2) for an unprivileged caller.
 //! 3. Child: seccomp(2) with `NEW_LISTENER | WAIT_KILLABLE_RECV`, falling back to
 //!    `NEW_LISTENER` alone on kernels older than 5.19.
-//! 4. Child → parent: one status frame with the listener attached (`SCM_RIGHTS`).
+//! 4. Child → parent: one status frame naming the listener's descriptor number, which the
+//!    parent copies with `pidfd_getfd` (the child's `sendmsg` may already be trapped).
 //! 5. Parent → child: the go-ahead byte, sent only once the parent holds the listener, so
 //!    the program never runs with nobody able to answer its trapped calls.
 //! 6. Child: restores the signal mask the supervisor had before it blocked signals (a mask
@@ -18,14 +19,13 @@
 //!    The socket is close-on-exec, so end-of-file tells the parent the exec succeeded.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
 use nix::sys::signal::SigSet;
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::sys::{self, BpfInstruction};
@@ -76,8 +76,8 @@ pub struct Launched {
     pub wait_killable: bool,
 }
 
-/// Status frame from child to parent: tag, errno (LE), wait-killable flag.
-const STATUS_LEN: usize = 6;
+/// Status frame from child to parent: tag, errno (LE), wait-killable flag, listener number.
+const STATUS_LEN: usize = 10;
 const TAG_LISTENER: u8 = 0;
 const TAG_NNP_FAILED: u8 = 1;
 const TAG_SECCOMP_FAILED: u8 = 2;
@@ -135,37 +135,37 @@ fn parent_side(sock: UnixStream, child: Pid, program: &OsStr) -> Result<Launched
     let reap = || {
         let _ = nix::sys::wait::waitpid(child, None);
     };
-
-    let (status, listener) = match recv_status(&sock) {
-        Ok(s) => s,
-        Err(e) => {
-            reap();
-            return Err(e);
-        }
+    let fail = |e: LaunchError| {
+        reap();
+        Err(e)
     };
-    let errno = Errno::from_raw(i32::from_le_bytes([
-        status[1], status[2], status[3], status[4],
-    ]));
-    let listener = match (status[0], listener) {
-        (TAG_LISTENER, Some(fd)) => fd,
-        (TAG_NNP_FAILED, _) => {
-            reap();
-            return Err(LaunchError::Filter {
+
+    let mut status = [0u8; STATUS_LEN];
+    if (&sock).read_exact(&mut status).is_err() {
+        return fail(LaunchError::ChildVanished);
+    }
+    let errno = Errno::from_raw(i32::from_le_bytes(status[1..5].try_into().expect("4")));
+    let listener = match status[0] {
+        TAG_LISTENER => {
+            let number = i32::from_le_bytes(status[6..10].try_into().expect("4"));
+            match take_listener(child, number) {
+                Ok(fd) => fd,
+                Err(errno) => return fail(os_error("pidfd_getfd of the child's listener", errno)),
+            }
+        }
+        TAG_NNP_FAILED => {
+            return fail(LaunchError::Filter {
                 step: "prctl(PR_SET_NO_NEW_PRIVS)",
                 errno,
-            });
+            })
         }
-        (TAG_SECCOMP_FAILED, _) => {
-            reap();
-            return Err(LaunchError::Filter {
+        TAG_SECCOMP_FAILED => {
+            return fail(LaunchError::Filter {
                 step: "seccomp(SECCOMP_SET_MODE_FILTER)",
                 errno,
-            });
+            })
         }
-        _ => {
-            reap();
-            return Err(LaunchError::ChildVanished);
-        }
+        _ => return fail(LaunchError::ChildVanished),
     };
 
     // Go-ahead: from here on the program may run.
@@ -180,53 +180,21 @@ fn parent_side(sock: UnixStream, child: Pid, program: &OsStr) -> Result<Launched
             listener,
             wait_killable: status[5] != 0,
         }),
-        Ok(()) => {
-            reap();
-            Err(LaunchError::Exec {
-                program: program.to_owned(),
-                errno: Errno::from_raw(i32::from_le_bytes(exec_errno)),
-            })
-        }
-        Err(e) => {
-            reap();
-            Err(os_error("read exec status", io_errno(&e)))
-        }
+        Ok(()) => fail(LaunchError::Exec {
+            program: program.to_owned(),
+            errno: Errno::from_raw(i32::from_le_bytes(exec_errno)),
+        }),
+        Err(e) => fail(os_error("read exec status", io_errno(&e))),
     }
 }
 
-fn recv_status(sock: &UnixStream) -> Result<([u8; STATUS_LEN], Option<OwnedFd>), LaunchError> {
-    let mut status = [0u8; STATUS_LEN];
-    let mut cmsg = nix::cmsg_space!(RawFd);
-    let mut iov = [IoSliceMut::new(&mut status)];
-    let msg = loop {
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(os_error("recvmsg from child", errno)),
-            Ok(msg) => break msg,
-        }
-    };
-    if msg.bytes != STATUS_LEN {
-        return Err(LaunchError::ChildVanished);
-    }
-    let mut listener = None;
-    for c in msg
-        .cmsgs()
-        .map_err(|errno| os_error("recvmsg from child", errno))?
-    {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: SCM_RIGHTS just installed `fd` in this process; nothing else owns it.
-                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                listener.get_or_insert(owned);
-            }
-        }
-    }
-    Ok((status, listener))
+/// Copies the child's listener (descriptor `number` in the child) with `pidfd_getfd`.
+///
+/// The listener cannot travel by `SCM_RIGHTS`: once the filter is on, the child's own
+/// `sendmsg` may be one of the trapped calls, and nobody would answer it yet.
+fn take_listener(child: Pid, number: i32) -> Result<OwnedFd, Errno> {
+    let pidfd = sys::pidfd_open(child.as_raw(), || Some(child.as_raw()))?;
+    sys::pidfd_getfd(pidfd.as_fd(), number)
 }
 
 /// Everything the child does between fork and exec. Returns the exit code on failure.
@@ -236,23 +204,23 @@ fn run_child(
     restore_mask: &SigSet,
     argv: &[*const libc::c_char],
 ) -> i32 {
-    let report = |tag: u8, errno: Errno, killable: bool, fd: Option<RawFd>| {
+    // Plain write(2): neither it nor read(2) is ever trapped.
+    let report = |tag: u8, errno: Errno, killable: bool, fd: RawFd| {
         let mut status = [0u8; STATUS_LEN];
         status[0] = tag;
         status[1..5].copy_from_slice(&(errno as i32).to_le_bytes());
         status[5] = u8::from(killable);
-        let iov = [IoSlice::new(&status)];
-        let fds = fd.map(|f| [f]);
-        let cmsgs: Vec<ControlMessage<'_>> = fds
-            .as_ref()
-            .map(|f| ControlMessage::ScmRights(f))
-            .into_iter()
-            .collect();
-        let _ = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None);
+        status[6..10].copy_from_slice(&fd.to_le_bytes());
+        let _ = (&sock).write_all(&status);
     };
 
+    // The supervisor is not dumpable and the child inherited that; the parent needs
+    // pidfd_getfd on the child, which checks ptrace access. execve resets the flag anyway.
+    // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+
     if let Err(errno) = sys::set_no_new_privs() {
-        report(TAG_NNP_FAILED, errno, false, None);
+        report(TAG_NNP_FAILED, errno, false, -1);
         return 1;
     }
 
@@ -266,12 +234,12 @@ fn run_child(
         Err(Errno::EINVAL) => match sys::seccomp_set_mode_filter(filter, base) {
             Ok(fd) => (fd, false),
             Err(errno) => {
-                report(TAG_SECCOMP_FAILED, errno, false, None);
+                report(TAG_SECCOMP_FAILED, errno, false, -1);
                 return 1;
             }
         },
         Err(errno) => {
-            report(TAG_SECCOMP_FAILED, errno, false, None);
+            report(TAG_SECCOMP_FAILED, errno, false, -1);
             return 1;
         }
     };
@@ -279,14 +247,15 @@ fn run_child(
         TAG_LISTENER,
         Errno::from_raw(0),
         killable,
-        Some(listener.as_raw_fd()),
+        listener.as_raw_fd(),
     );
-    drop(listener);
 
+    // The parent copies the listener before it sends the go-ahead; only then may ours close.
     let mut go = [0u8; 1];
     if (&sock).read_exact(&mut go).is_err() {
         return 1;
     }
+    drop(listener);
 
     let _ = restore_mask.thread_set_mask();
     // SAFETY: argv is a NUL-terminated array of pointers to NUL-terminated strings that live

@@ -1,9 +1,13 @@
 //! `rumphijack`: run a program with its sockets in a stack server's network stack.
 
+mod audit;
+mod blocking;
 mod embedded;
 mod filter;
 mod launch;
+mod mediate;
 mod notify;
+mod policy_cmd;
 mod run;
 mod sys;
 
@@ -24,7 +28,7 @@ pub enum Failure {
     ServerUnavailable = 69,
     /// An operating-system facility failed: fork, seccomp, threads (EX_OSERR).
     Os = 71,
-    /// Bad `RUMP_SERVER`, `RUMPHIJACK` or `RUMPHIJACK_RETRYCONNECT` (EX_CONFIG).
+    /// Bad `RUMP_SERVER`, `RUMPHIJACK`, `RUMPHIJACK_RETRYCONNECT` or policy (EX_CONFIG).
     Config = 78,
     /// The program exists but cannot be executed (as in sh(1)).
     NotExecutable = 126,
@@ -38,7 +42,7 @@ Exit status:
   64   usage error
   69   the stack server cannot be reached or refused the connection
   71   operating-system failure (fork, seccomp, threads)
-  78   bad RUMP_SERVER, RUMPHIJACK or RUMPHIJACK_RETRYCONNECT
+  78   bad RUMP_SERVER, RUMPHIJACK, RUMPHIJACK_RETRYCONNECT or policy file
   126  the program cannot be executed
   127  the program was not found";
 
@@ -59,6 +63,29 @@ enum Command {
     /// Run PROGRAM with its sockets created in the stack server's network namespace.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Validate or query a policy file.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `rumphijack policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check FILE; print FILE:LINE:COL and what was expected for each error.
+    /// Exit status 0 when valid, 2 when not.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Show which rule of FILE decides QUERY, e.g. `connect tcp 10.1.2.3:443`,
+    /// `send udp [::1]:53`, `bind tcp 0.0.0.0:8080`, `accept tcp 192.0.2.7:0`.
+    Explain {
+        /// The policy file.
+        file: PathBuf,
+        /// Operation, protocol and address, as separate words or one string.
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+    },
 }
 
 /// Options of `rumphijack run`.
@@ -75,6 +102,15 @@ pub struct RunArgs {
     /// With the embedded server: host the network namespace at PATH (/run/netns/NAME).
     #[arg(long, value_name = "PATH")]
     pub netns: Option<PathBuf>,
+
+    /// Policy file deciding which network operations are allowed (see docs/policy.md);
+    /// default: RUMPHIJACK_POLICY, else everything is allowed.
+    #[arg(long, value_name = "FILE", env = "RUMPHIJACK_POLICY")]
+    pub policy: Option<PathBuf>,
+
+    /// Append every policy decision to FILE as a JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
 
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -147,5 +183,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Policy(cmd) => policy_cmd::run(cmd),
     }
 }

@@ -20,9 +20,13 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use policy::Policy;
 use rumpclient::client::{CallError, Client};
 use tracing::{debug, trace, warn};
 
+use crate::audit::Audit;
+use crate::blocking::Watcher;
+use crate::mediate::{self, Call};
 use crate::sys::{self, Notif};
 
 /// Number of worker threads answering notifications.
@@ -35,22 +39,95 @@ pub trait Events: Send + Sync + 'static {
     fn server_lost_die(&self, caller: u32);
 }
 
+/// Everything the workers share.
+pub struct Service {
+    listener: Arc<OwnedFd>,
+    client: Client,
+    policy: Policy,
+    audit: Audit,
+    events: Arc<dyn Events>,
+    watcher: Arc<Watcher>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// The notification listener.
+    pub fn listener(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Where decisions are recorded.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// Runs operations that may block.
+    pub fn watcher(&self) -> &Arc<Watcher> {
+        &self.watcher
+    }
+
+    /// Answers `notif` with a return value or an errno.
+    pub fn respond(&self, notif: &Notif, result: sys::SysResult) {
+        respond(self.listener(), notif, result);
+    }
+
+    /// Installs `fd` in the program and answers `notif` with its number in one step
+    /// (`SECCOMP_ADDFD_FLAG_SEND`), so the program never sees a number that was not
+    /// installed. Our copy closes when `fd` drops, leaving the program's the only one: its
+    /// close() really ends the socket.
+    pub fn install(&self, notif: &Notif, fd: OwnedFd, cloexec: bool) {
+        match sys::notif_addfd_send(self.listener(), notif.id, fd.as_fd(), cloexec) {
+            Ok(installed) => trace!(pid = notif.pid, fd = installed, "descriptor installed"),
+            Err(Errno::ENOENT) => debug!(pid = notif.pid, "caller gone before its descriptor"),
+            Err(errno) => {
+                // For instance EMFILE: the program is at its descriptor limit.
+                debug!(pid = notif.pid, %errno, "installing a descriptor failed");
+                self.respond(notif, Err(errno as i32));
+            }
+        }
+    }
+}
+
 /// Starts the receiver and the workers. They run until the listener hangs up.
-pub fn start(listener: OwnedFd, client: Arc<Client>, events: Arc<dyn Events>) {
+pub fn start(
+    listener: OwnedFd,
+    client: Client,
+    policy: Policy,
+    audit: Audit,
+    events: Arc<dyn Events>,
+) {
     let listener = Arc::new(listener);
+    let watcher = Watcher::start(listener.clone());
+    let svc = Arc::new(Service {
+        listener,
+        client,
+        policy,
+        audit,
+        events,
+        watcher,
+    });
     let (tx, rx) = crossbeam_channel::bounded::<Notif>(256);
 
     for n in 0..WORKERS {
-        let (listener, client, events, rx) =
-            (listener.clone(), client.clone(), events.clone(), rx.clone());
+        let (svc, rx) = (svc.clone(), rx.clone());
         thread::Builder::new()
             .name(format!("notif-worker-{n}"))
-            .spawn(move || worker(listener.as_fd(), &client, &*events, rx))
+            .spawn(move || worker(&svc, rx))
             .expect("spawning a worker thread");
     }
     thread::Builder::new()
         .name("notif-receiver".into())
-        .spawn(move || receiver(listener.as_fd(), tx))
+        .spawn(move || receiver(svc.listener(), tx))
         .expect("spawning the receiver thread");
 }
 
@@ -90,10 +167,19 @@ fn receiver(listener: BorrowedFd<'_>, tx: Sender<Notif>) {
     }
 }
 
-fn worker(listener: BorrowedFd<'_>, client: &Client, events: &dyn Events, rx: Receiver<Notif>) {
+fn worker(svc: &Arc<Service>, rx: Receiver<Notif>) {
     for notif in rx {
+        let call = || Call::new(svc, notif);
         match i64::from(notif.data.nr) {
-            libc::SYS_socket => handle_socket(listener, client, events, &notif),
+            libc::SYS_socket => handle_socket(svc, &notif),
+            libc::SYS_connect => mediate::connect(call()),
+            libc::SYS_bind => mediate::bind(call()),
+            libc::SYS_listen => mediate::listen(call()),
+            libc::SYS_accept => mediate::accept(call(), false),
+            libc::SYS_accept4 => mediate::accept(call(), true),
+            libc::SYS_sendto => mediate::sendto(call()),
+            libc::SYS_sendmsg => mediate::sendmsg(call()),
+            libc::SYS_sendmmsg => mediate::sendmmsg(call()),
             other => {
                 // The filter traps nothing else; answer rather than leave the thread hanging.
                 warn!(
@@ -101,7 +187,7 @@ fn worker(listener: BorrowedFd<'_>, client: &Client, events: &dyn Events, rx: Re
                     pid = notif.pid,
                     "unexpected trapped system call"
                 );
-                respond(listener, &notif, Err(libc::ENOSYS));
+                svc.respond(&notif, Err(libc::ENOSYS));
             }
         }
     }
@@ -109,34 +195,24 @@ fn worker(listener: BorrowedFd<'_>, client: &Client, events: &dyn Events, rx: Re
 
 /// `socket(domain, type, protocol)`: the socket comes from the server and is installed in
 /// the program in place of the one it asked for.
-fn handle_socket(listener: BorrowedFd<'_>, client: &Client, events: &dyn Events, notif: &Notif) {
+fn handle_socket(svc: &Service, notif: &Notif) {
     // socket(2) takes ints; the kernel ignores the upper halves of the registers.
     let [domain, ty, protocol] = [0, 1, 2].map(|i| notif.data.args[i] as u32 as i32);
     let cloexec = ty & libc::SOCK_CLOEXEC != 0;
     trace!(pid = notif.pid, domain, ty, protocol, "socket");
 
-    let fd = match client.create_socket(domain, ty & !libc::SOCK_CLOEXEC, protocol) {
-        Ok(fd) => fd,
+    match svc
+        .client
+        .create_socket(domain, ty & !libc::SOCK_CLOEXEC, protocol)
+    {
+        Ok(fd) => svc.install(notif, fd, cloexec),
         Err(CallError::Errno(errno)) => {
             trace!(pid = notif.pid, domain, errno, "server refused socket");
-            return respond(listener, notif, Err(errno));
+            svc.respond(notif, Err(errno));
         }
         Err(CallError::Die) => {
-            respond(listener, notif, Err(libc::ENOTCONN));
-            return events.server_lost_die(notif.pid);
-        }
-    };
-
-    // Installs the descriptor and answers the call in one step, so the program can never see
-    // a descriptor number that was not installed (ADDFD_FLAG_SEND, Linux 5.14). Our copy is
-    // closed when `fd` drops, leaving the program's the only one: its close() ends the socket.
-    match sys::notif_addfd_send(listener, notif.id, fd.as_fd(), cloexec) {
-        Ok(installed) => trace!(pid = notif.pid, fd = installed, "socket installed"),
-        Err(Errno::ENOENT) => debug!(pid = notif.pid, "caller gone before its socket arrived"),
-        Err(errno) => {
-            // For instance EMFILE: the program is at its descriptor limit.
-            debug!(pid = notif.pid, %errno, "installing the socket failed");
-            respond(listener, notif, Err(errno as i32));
+            svc.respond(notif, Err(libc::ENOTCONN));
+            svc.events.server_lost_die(notif.pid);
         }
     }
 }

@@ -11,12 +11,14 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use policy::HijackSpec;
+use policy::{HijackSpec, Policy};
 use rumpclient::client::{Client, Identity};
 use rumpclient::retry::RetryPolicy;
 use rumpclient::url::ServerUrl;
 use tracing::{debug, info, warn};
 
+use crate::audit::Audit;
+use crate::blocking;
 use crate::embedded::{self, EmbeddedStack};
 use crate::launch::{self, LaunchError};
 use crate::{filter, notify, sys, Failure, RunArgs};
@@ -55,9 +57,25 @@ const FORWARDED: [Signal; 6] = [
 
 /// Runs the program to completion and returns the exit status to report.
 pub fn run(args: RunArgs) -> Result<u8, RunError> {
-    // Configuration first: a bad variable is an error before anything starts.
-    let hijack = HijackSpec::from_env()
-        .context("RUMPHIJACK")
+    // Configuration first: a bad variable or policy is an error before anything starts.
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path).or_fail(Failure::Config)?,
+        None => Policy::allow_all(),
+    };
+    // RUMPHIJACK overrides the policy file's selection, which overrides the default.
+    let hijack = match (std::env::var_os("RUMPHIJACK"), policy.hijack()) {
+        (None, Some(spec)) => spec,
+        _ => HijackSpec::from_env()
+            .context("RUMPHIJACK")
+            .or_fail(Failure::Config)?,
+    };
+    let audit = Audit::open(args.audit.as_deref())
+        .with_context(|| {
+            format!(
+                "audit file {}",
+                args.audit.as_deref().unwrap_or(Path::new("")).display()
+            )
+        })
         .or_fail(Failure::Config)?;
     let retry = RetryPolicy::from_env()
         .context("RUMPHIJACK_RETRYCONNECT")
@@ -94,6 +112,7 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
     // thread collects the signals it forwards with sigwait.
     let original_mask = SigSet::thread_get_mask().or_fail(Failure::Os)?;
     SigSet::all().thread_block().or_fail(Failure::Os)?;
+    blocking::install_interrupt_handler().or_fail(Failure::Os)?;
 
     let identity = Identity {
         pid: std::process::id(),
@@ -115,7 +134,7 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         }
     };
 
-    let program = filter::build(&hijack)
+    let program = filter::build(&hijack, &policy)
         .context("building the seccomp filter")
         .or_fail(Failure::Os)?;
     debug!(instructions = program.len(), %hijack, "filter built");
@@ -134,7 +153,7 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         program: launched.pid,
         announced: AtomicBool::new(false),
     });
-    notify::start(launched.listener, Arc::new(client), events);
+    notify::start(launched.listener, client, policy, audit, events);
 
     let status = wait_for(launched.pid).or_fail(Failure::Os)?;
     info!(status, "program exited");

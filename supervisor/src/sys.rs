@@ -124,3 +124,218 @@ pub fn set_not_dumpable() -> Result<(), Errno> {
     let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     Errno::result(ret).map(drop)
 }
+
+/// `ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)`: whether notification `id` is still pending, i.e.
+/// the thread is still blocked in that call, so memory read from it belongs to that call.
+pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    let mut id = id;
+    ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id).is_ok()
+}
+
+/// `PIDFD_THREAD` (Linux 6.9): a pidfd for one thread rather than a thread-group leader.
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// `pidfd_open(tid, PIDFD_THREAD)`: a stable handle on thread `tid`, falling back to the
+/// thread's process (`tgid`) on kernels without `PIDFD_THREAD`.
+pub fn pidfd_open(tid: i32, tgid: impl FnOnce() -> Option<i32>) -> Result<OwnedFd, Errno> {
+    let open = |pid: i32, flags: libc::c_uint| {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+        if ret < 0 {
+            Err(Errno::last())
+        } else {
+            // SAFETY: the descriptor was just created for us and nothing else owns it.
+            Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+        }
+    };
+    match open(tid, PIDFD_THREAD) {
+        Err(Errno::EINVAL) => open(tgid().ok_or(Errno::ESRCH)?, 0),
+        other => other,
+    }
+}
+
+/// `pidfd_getfd(pidfd, fd, 0)` (Linux 5.6): a duplicate of descriptor `fd` of that process,
+/// close-on-exec, referring to the same open file.
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_getfd takes two descriptors' numbers and flags; it returns a new fd.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the descriptor was just created for us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// `process_vm_readv`: copies `buf.len()` bytes at `addr` in thread `tid`'s address space.
+/// A short copy is reported as `EFAULT`, as copy_from_user would.
+pub fn read_memory(tid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, which we own mutably; the remote range is only read
+    // by the kernel on the other process's behalf and is checked there.
+    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
+    match n {
+        n if n as usize == buf.len() => Ok(()),
+        n if n >= 0 => Err(Errno::EFAULT),
+        _ => Err(Errno::last()),
+    }
+}
+
+/// `process_vm_writev`: copies `data` to `addr` in thread `tid`'s address space.
+pub fn write_memory(tid: i32, addr: u64, data: &[u8]) -> Result<(), Errno> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: the kernel only reads from `local` (our `data`) and writes the remote range
+    // in the other process, which it checks there.
+    let n = unsafe { libc::process_vm_writev(tid, &local, 1, &remote, 1, 0) };
+    match n {
+        n if n as usize == data.len() => Ok(()),
+        n if n >= 0 => Err(Errno::EFAULT),
+        _ => Err(Errno::last()),
+    }
+}
+
+/// A raw result of a socket call: the return value, or the errno.
+pub type SysResult = Result<i64, i32>;
+
+fn sys_result(ret: isize) -> SysResult {
+    if ret < 0 {
+        Err(Errno::last() as i32)
+    } else {
+        Ok(ret as i64)
+    }
+}
+
+/// Socket calls performed on the supervisor's duplicate of the program's socket, with the
+/// address bytes the supervisor copied and checked. Each returns what the call returned.
+pub mod sock {
+    use super::*;
+
+    /// `connect(fd, addr, len)`.
+    pub fn connect(fd: BorrowedFd<'_>, addr: &[u8]) -> SysResult {
+        // SAFETY: `addr` is a readable buffer of exactly the length passed.
+        let r = unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) };
+        sys_result(r as isize)
+    }
+
+    /// `bind(fd, addr, len)`.
+    pub fn bind(fd: BorrowedFd<'_>, addr: &[u8]) -> SysResult {
+        // SAFETY: `addr` is a readable buffer of exactly the length passed.
+        let r = unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) };
+        sys_result(r as isize)
+    }
+
+    /// `listen(fd, backlog)`.
+    pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> SysResult {
+        // SAFETY: integer arguments only.
+        sys_result(unsafe { libc::listen(fd.as_raw_fd(), backlog) } as isize)
+    }
+
+    /// `accept4(fd, &peer, &len, flags)`: the new descriptor and the peer's address bytes.
+    pub fn accept4(fd: BorrowedFd<'_>, flags: i32) -> Result<(OwnedFd, Vec<u8>), i32> {
+        // SAFETY: sockaddr_storage is plain old data.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        // SAFETY: `storage` and `len` are valid for writes and describe each other.
+        let r = unsafe {
+            libc::accept4(
+                fd.as_raw_fd(),
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+                flags,
+            )
+        };
+        if r < 0 {
+            return Err(Errno::last() as i32);
+        }
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let new = unsafe { OwnedFd::from_raw_fd(r) };
+        // SAFETY: the kernel wrote `len` bytes (at most the storage size) into `storage`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+                (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+            )
+        };
+        Ok((new, bytes.to_vec()))
+    }
+
+    /// `getsockname(fd)`: the local address bytes.
+    pub fn getsockname(fd: BorrowedFd<'_>) -> Result<Vec<u8>, i32> {
+        // SAFETY: sockaddr_storage is plain old data.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        // SAFETY: `storage` and `len` are valid for writes and describe each other.
+        let r = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(Errno::last() as i32);
+        }
+        // SAFETY: the kernel wrote `len` bytes (at most the storage size) into `storage`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+                (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+            )
+        };
+        Ok(bytes.to_vec())
+    }
+
+    /// `sendmsg(fd, msg, flags)` with a message the supervisor assembled from its copies.
+    pub fn sendmsg(fd: BorrowedFd<'_>, msg: &libc::msghdr, flags: i32) -> SysResult {
+        // SAFETY: every pointer in `msg` refers to buffers the caller owns and keeps alive
+        // for the duration of the call.
+        sys_result(unsafe { libc::sendmsg(fd.as_raw_fd(), msg, flags) })
+    }
+
+    /// `getsockopt(fd, SOL_SOCKET, opt)` for an int-valued option.
+    pub fn getsockopt_int(fd: BorrowedFd<'_>, opt: i32) -> Result<i32, i32> {
+        let mut val: i32 = 0;
+        let mut len = std::mem::size_of::<i32>() as u32;
+        // SAFETY: `val` and `len` are valid for writes and describe each other.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut val as *mut i32).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            Err(Errno::last() as i32)
+        } else {
+            Ok(val)
+        }
+    }
+
+    /// Whether the open file has `O_NONBLOCK` (fcntl `F_GETFL`).
+    pub fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+        // SAFETY: F_GETFL takes no pointer argument.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        flags >= 0 && flags & libc::O_NONBLOCK != 0
+    }
+}
