@@ -5,15 +5,20 @@
 //! This crate gives them what every test needs and must get right to never hang or leak:
 //!
 //! * [`bins`] finds the binaries under test and the helper programs;
+//! * [`clients`] runs real client programs and reads their success or denial messages;
 //! * [`TempDir`] is a private directory under `/tmp`, removed on drop;
 //! * [`Server`] starts `rump_server` and waits for its readiness line, never sleeping;
 //! * [`run`] and [`Spawned`] run programs with a deadline and kill their whole process group
 //!   on drop, so a broken product fails a test instead of hanging the suite;
 //! * [`NetNs`] is a named network namespace made by the test, deleted on drop;
+//! * [`policy`] runs programs under a policy file and hosts a stack with a non-loopback
+//!   address and a silent host;
 //! * [`require_root`] and [`require_program`] skip loudly, and fail under CI.
 
 pub mod bins;
+pub mod clients;
 pub mod netns;
+pub mod policy;
 pub mod prereq;
 pub mod process;
 pub mod python;

@@ -1,4 +1,5 @@
-//! `rh.py`: the Python side of the tests (echo server, clients, an interactive client).
+//! `rh.py`: the Python side of the tests (echo server, clients, an interactive client, a
+//! recorder that logs every connection and datagram it receives, audit-file flattening).
 //!
 //! Every mode prints a line when it is ready or done, so tests synchronise on output rather
 //! than on sleeps.
@@ -138,6 +139,128 @@ def interactive():
         except OSError as e:
             print("%s err %s" % (cmd, errno.errorcode.get(e.errno, e)), flush=True)
 
+def split_endpoint(spec):
+    """'tcp:[::1]:80' -> ('tcp', '::1', 80)."""
+    proto, rest = spec.split(":", 1)
+    host, port = rest.rsplit(":", 1)
+    return proto, host.strip("[]"), int(port)
+
+def show(addr):
+    host, port = addr[0], addr[1]
+    if host.startswith("::ffff:"):
+        host = host[len("::ffff:"):]
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+def failure(e):
+    return "%s %s %s" % (errno.errorcode.get(e.errno, e.errno), type(e).__name__, e)
+
+def recorder(log_path, specs):
+    """Listens on every endpoint it can, logs each connection and datagram, answers TCP with
+    a tiny HTTP response and echoes UDP. Bind/listen failures are reported, not fatal."""
+    lock = threading.Lock()
+    log = open(log_path, "a")
+    def record(line):
+        with lock:
+            log.write(line + "\n")
+            log.flush()
+    def serve(conn, local, peer):
+        with conn:
+            conn.settimeout(2)
+            try:
+                conn.recv(4096)
+            except OSError:
+                pass
+            body = ("recorded %s\n" % peer).encode()
+            head = "HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            try:
+                conn.sendall((head % len(body)).encode() + body)
+            except OSError:
+                pass
+    def accept_loop(sock):
+        while True:
+            try:
+                conn, peer = sock.accept()
+            except OSError as e:
+                record("accept-error %s" % failure(e))
+                continue
+            local, peer = show(conn.getsockname()), show(peer)
+            record("tcp %s from %s" % (local, peer))
+            threading.Thread(target=serve, args=(conn, local, peer), daemon=True).start()
+    def datagram_loop(sock):
+        local = show(sock.getsockname())
+        while True:
+            data, peer = sock.recvfrom(4096)
+            record("udp %s from %s data %s" % (local, show(peer), data.decode(errors="replace")))
+            sock.sendto(data, peer)
+    for spec in specs:
+        proto, host, port = split_endpoint(spec)
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        sock = socket.socket(family(host), kind)
+        if ":" in host:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            print("bind %s err %s" % (spec, failure(e)), flush=True)
+            continue
+        if proto == "udp":
+            threading.Thread(target=datagram_loop, args=(sock,), daemon=True).start()
+            print("bind %s ok" % spec, flush=True)
+            continue
+        try:
+            sock.listen(128)
+        except OSError as e:
+            print("listen %s err %s" % (spec, failure(e)), flush=True)
+            continue
+        threading.Thread(target=accept_loop, args=(sock,), daemon=True).start()
+        print("listen %s ok" % spec, flush=True)
+    print("listening", flush=True)
+    threading.Event().wait()
+
+def attempt(op, proto, host, port, source):
+    """One connect or sendto; prints `OP ok ...` or `OP err ERRNAME TYPE MESSAGE`."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(family(host), kind) as sock:
+        sock.settimeout(5)
+        try:
+            if source:
+                sock.bind((source, 0))
+            if op == "sendto":
+                sock.sendto(b"python", (host, port))
+                print("sendto ok", flush=True)
+                return 0
+            sock.connect((host, port))
+        except OSError as e:
+            print("%s err %s" % (op, failure(e)), flush=True)
+            return 1
+        print("connect ok", flush=True)
+        try:
+            sock.sendall(b"python\n")
+            reply = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            body = reply.decode(errors="replace").rsplit("\r\n\r\n", 1)[-1].strip()
+            print("reply %s" % (body or "<nothing>"), flush=True)
+        except OSError as e:
+            print("reply err %s" % failure(e), flush=True)
+        return 0
+
+def audit_fields(path):
+    """Each JSON line as sorted `key=<json value>` words; spaces inside values become `_`."""
+    import json
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                sys.exit("audit line is not an object: " + line)
+            words = ["%s=%s" % (k, json.dumps(v).replace(" ", "_"))
+                     for k, v in sorted(record.items())]
+            print(" ".join(words), flush=True)
+
 def main(argv):
     mode = argv[0]
     if mode == "echo-server":
@@ -152,6 +275,13 @@ def main(argv):
         forks(int(argv[1]), int(argv[2]))
     elif mode == "interactive":
         interactive()
+    elif mode == "recorder":
+        recorder(argv[1], argv[2:])
+    elif mode == "try":
+        source = argv[5] if len(argv) > 5 else None
+        sys.exit(attempt(argv[1], argv[2], argv[3], int(argv[4]), source))
+    elif mode == "audit-fields":
+        audit_fields(argv[1])
     else:
         sys.exit("rh.py: unknown mode " + mode)
 

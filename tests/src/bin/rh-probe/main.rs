@@ -12,6 +12,18 @@
 //! * `io-uring` — the errno of a raw `io_uring_setup(2)`.
 //! * `unix-pair` — `AF_UNIX` socketpair and listener round trips.
 //! * `foreign-abi` — `socket()` through the i386 (`int 0x80`) and x32 entry points.
+//!
+//! For the policy tests (one module each):
+//!
+//! * `arrivals PORT...` — counts TCP connections and UDP datagrams arriving on 127.0.0.1.
+//! * `race-connect|race-sendto ALLOWED DENIED N` — the destination flips while it is used.
+//! * `bad-pointers` — unreadable addresses and impossible lengths.
+//! * `blocking-connect SILENT_IP PORT N` — a silent host must not stall other threads.
+
+mod arrivals;
+mod bad_pointers;
+mod blocking;
+mod race;
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Read, Write};
@@ -42,10 +54,16 @@ fn main() {
         Some("io-uring") => io_uring(),
         Some("unix-pair") => unix_pair(),
         Some("foreign-abi") => foreign_abi(),
+        Some("arrivals") => arrivals::run(rest),
+        Some("race-connect") => race::connect(rest),
+        Some("race-sendto") => race::sendto(rest),
+        Some("bad-pointers") => bad_pointers::run(),
+        Some("blocking-connect") => blocking::run(rest),
         _ => Err(
             "usage: rh-probe flags|check-fd N..|epoll PORT|stress N [--restart|\
                   --no-restart]|netns-ino|io-uring|unix-pair|\
-                  foreign-abi"
+                  foreign-abi|arrivals PORT..|race-connect A D N|race-sendto A D N|\
+                  bad-pointers|blocking-connect IP PORT N"
                 .to_string(),
         ),
     };
