@@ -8,13 +8,17 @@
 //!   namespace (needed for `--isolated` without privileges) requires a single-threaded
 //!   process, and joining a namespace would otherwise move a supervisor thread. The child
 //!   dies with the supervisor (`PR_SET_PDEATHSIG`).
+//!
+//! In hybrid mode the preload library in the program needs a server it can reach itself, so
+//! the embedded server then also listens on a socket file in a private directory
+//! ([`prepare`]'s `path`), in the same stack.
 
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 
 use nix::unistd::{fork, ForkResult};
-use server::ServeOptions;
+use server::{ServeOptions, StackServer};
 use tracing::{debug, warn};
 
 /// Which stack the embedded server hosts.
@@ -46,14 +50,26 @@ pub enum EmbeddedError {
     /// fork(2) failed.
     #[error("fork: {0}")]
     Fork(nix::errno::Errno),
+    /// The socket file for the preload library could not be served.
+    #[error("listening for the preload library: {0}")]
+    Listen(server::ServerError),
+    /// No thread could be started for it.
+    #[error("starting the listener thread: {0}")]
+    Thread(String),
 }
 
 /// Prepares an embedded server for `stack` and returns the client's end of its connection.
 ///
 /// Must be called while the supervisor is single-threaded (it may fork).
-pub fn prepare(stack: &EmbeddedStack) -> Result<(UnixStream, Embedded), EmbeddedError> {
+pub fn prepare(
+    stack: &EmbeddedStack,
+    path: Option<&Path>,
+) -> Result<(UnixStream, Embedded), EmbeddedError> {
     let (client_end, server_end) = UnixStream::pair().map_err(EmbeddedError::SocketPair)?;
     if let EmbeddedStack::Current = stack {
+        if let Some(path) = path {
+            listen_on(path)?;
+        }
         return Ok((client_end, Embedded::Pending(server_end)));
     }
 
@@ -61,7 +77,7 @@ pub fn prepare(stack: &EmbeddedStack) -> Result<(UnixStream, Embedded), Embedded
     match unsafe { fork() }.map_err(EmbeddedError::Fork)? {
         ForkResult::Child => {
             drop(client_end);
-            let code = serve_in_child(stack, server_end);
+            let code = serve_in_child(stack, server_end, path);
             // SAFETY: ends the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) }
         }
@@ -93,7 +109,21 @@ fn serve(stream: UnixStream) {
     }
 }
 
-fn serve_in_child(stack: &EmbeddedStack, stream: UnixStream) -> i32 {
+/// Serves the stack on a socket file as well, on a thread of its own, until the process ends.
+fn listen_on(path: &Path) -> Result<(), EmbeddedError> {
+    let server = StackServer::bind(path, ServeOptions::default()).map_err(EmbeddedError::Listen)?;
+    thread::Builder::new()
+        .name("embedded-listener".into())
+        .spawn(move || {
+            if let Err(e) = server.run(None) {
+                warn!(error = %e, "embedded server listener failed");
+            }
+        })
+        .map_err(|e| EmbeddedError::Thread(e.to_string()))?;
+    Ok(())
+}
+
+fn serve_in_child(stack: &EmbeddedStack, stream: UnixStream, path: Option<&Path>) -> i32 {
     // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
 
@@ -107,6 +137,12 @@ fn serve_in_child(stack: &EmbeddedStack, stream: UnixStream) -> i32 {
         // line says why.
         eprintln!("rumphijack: embedded server: {e}");
         return 1;
+    }
+    if let Some(path) = path {
+        if let Err(e) = listen_on(path) {
+            eprintln!("rumphijack: embedded server: {e}");
+            return 1;
+        }
     }
     serve(stream);
     0

@@ -19,6 +19,11 @@
 //! * Sends, when the policy decides about them: `sendto` with a destination address (a
 //!   non-null fifth argument; the address-less form on a connected socket costs nothing),
 //!   and every `sendmsg`/`sendmmsg` (the filter cannot look inside a `msghdr`).
+//! * In hybrid mode (`--preload`), the checked calls above pass untrapped when their sixth
+//!   argument carries the run's cookie: the preload library has decided them in-process.
+//!   Anything in the program can learn the cookie, so hybrid mode is not a security
+//!   boundary; `socket()` stays trapped, since the library never calls it for a redirected
+//!   family (it gets those sockets from the server itself).
 //! * Everything else runs natively.
 //!
 //! Arguments are compared on their low 32 bits: the kernel truncates `int` arguments, so a
@@ -58,7 +63,11 @@ const LOW_32: ScmpCompareOp = ScmpCompareOp::MaskedEqual(0xffff_ffff);
 
 /// Builds the filter for `hijack` and `policy` and returns it as BPF instructions ready for
 /// seccomp(2).
-pub fn build(hijack: &HijackSpec, policy: &Policy) -> Result<Vec<BpfInstruction>, FilterError> {
+pub fn build(
+    hijack: &HijackSpec,
+    policy: &Policy,
+    hybrid_cookie: Option<u64>,
+) -> Result<Vec<BpfInstruction>, FilterError> {
     let mut ctx = step("init", ScmpFilterContext::new_filter(ScmpAction::Allow))?;
     step(
         "bad-arch action",
@@ -95,9 +104,18 @@ pub fn build(hijack: &HijackSpec, policy: &Policy) -> Result<Vec<BpfInstruction>
         )?;
     }
 
-    let notify = |ctx: &mut ScmpFilterContext, name: &str| {
+    // Conditions every checked-call rule carries: in hybrid mode, "not marked by the library".
+    let unmarked: Vec<ScmpArgCompare> = hybrid_cookie
+        .map(|cookie| ScmpArgCompare::new(5, ScmpCompareOp::NotEqual, cookie))
+        .into_iter()
+        .collect();
+    let mut notify = |name: &str, extra: Option<ScmpArgCompare>| {
         let nr = ScmpSyscall::from_name(name).expect("x86-64 has the socket calls");
-        step("policy rule", ctx.add_rule(ScmpAction::Notify, nr))
+        let conditions: Vec<ScmpArgCompare> = unmarked.iter().copied().chain(extra).collect();
+        step(
+            "policy rule",
+            ctx.add_rule_conditional(ScmpAction::Notify, nr, &conditions),
+        )
     };
     for (op, calls) in [
         (Operation::Connect, &["connect"][..]),
@@ -108,16 +126,14 @@ pub fn build(hijack: &HijackSpec, policy: &Policy) -> Result<Vec<BpfInstruction>
     ] {
         if policy.traps(op) {
             for name in calls {
-                notify(&mut ctx, name)?;
+                notify(name, None)?;
             }
         }
     }
     if policy.traps(Operation::Send) {
-        let sendto = ScmpSyscall::from_name("sendto").expect("x86-64 has sendto");
-        let has_address = ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0);
-        step(
-            "sendto rule",
-            ctx.add_rule_conditional(ScmpAction::Notify, sendto, &[has_address]),
+        notify(
+            "sendto",
+            Some(ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0)),
         )?;
     }
 
@@ -162,7 +178,7 @@ mod tests {
 
     #[test]
     fn default_selection_builds_a_program() {
-        let prog = build(&HijackSpec::default(), &Policy::allow_all()).unwrap();
+        let prog = build(&HijackSpec::default(), &Policy::allow_all(), None).unwrap();
         assert!(prog.len() > 10, "program has {} instructions", prog.len());
         assert!(prog.len() < u16::MAX as usize);
     }
@@ -170,8 +186,8 @@ mod tests {
     #[test]
     fn a_narrow_selection_builds_a_shorter_program() {
         let none = Policy::allow_all();
-        let all = build(&HijackSpec::default(), &none).unwrap();
-        let inet = build(&HijackSpec::parse("socket=inet").unwrap(), &none).unwrap();
+        let all = build(&HijackSpec::default(), &none, None).unwrap();
+        let inet = build(&HijackSpec::parse("socket=inet").unwrap(), &none, None).unwrap();
         assert!(inet.len() < all.len());
     }
 }

@@ -89,12 +89,19 @@ const TAG_SECCOMP_FAILED: u8 = 2;
 pub fn spawn(
     program: &OsStr,
     args: &[OsString],
+    env: Option<&[CString]>,
     filter: &[BpfInstruction],
     restore_mask: &SigSet,
 ) -> Result<Launched, LaunchError> {
     let argv = c_argv(program, args)?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
+    let envp: Option<Vec<*const libc::c_char>> = env.map(|env| {
+        env.iter()
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    });
 
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|e| os_error("socketpair", io_errno(&e)))?;
@@ -104,7 +111,7 @@ pub fn spawn(
     match unsafe { fork() }.map_err(|errno| LaunchError::Os { op: "fork", errno })? {
         ForkResult::Child => {
             drop(parent_end);
-            let code = run_child(child_end, filter, restore_mask, &argv_ptrs);
+            let code = run_child(child_end, filter, restore_mask, &argv_ptrs, envp.as_deref());
             // SAFETY: _exit ends the child without running the parent's atexit handlers
             // or flushing buffers the parent owns.
             unsafe { libc::_exit(code) }
@@ -203,6 +210,7 @@ fn run_child(
     filter: &[BpfInstruction],
     restore_mask: &SigSet,
     argv: &[*const libc::c_char],
+    envp: Option<&[*const libc::c_char]>,
 ) -> i32 {
     // Plain write(2): neither it nor read(2) is ever trapped.
     let report = |tag: u8, errno: Errno, killable: bool, fd: RawFd| {
@@ -258,9 +266,14 @@ fn run_child(
     drop(listener);
 
     let _ = restore_mask.thread_set_mask();
-    // SAFETY: argv is a NUL-terminated array of pointers to NUL-terminated strings that live
-    // in the parent's (copied) heap until exec replaces the image.
-    unsafe { libc::execvp(argv[0], argv.as_ptr()) };
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers to NUL-terminated strings
+    // that live in the parent's (copied) heap until exec replaces the image.
+    unsafe {
+        match envp {
+            Some(envp) => libc::execvpe(argv[0], argv.as_ptr(), envp.as_ptr()),
+            None => libc::execvp(argv[0], argv.as_ptr()),
+        }
+    };
     let errno = Errno::last();
     let _ = (&sock).write_all(&(errno as i32).to_le_bytes());
     127

@@ -4,6 +4,7 @@ mod audit;
 mod blocking;
 mod embedded;
 mod filter;
+mod hybrid;
 mod launch;
 mod mediate;
 mod notify;
@@ -107,6 +108,20 @@ pub struct RunArgs {
     /// default: RUMPHIJACK_POLICY, else everything is allowed.
     #[arg(long, value_name = "FILE", env = "RUMPHIJACK_POLICY")]
     pub policy: Option<PathBuf>,
+
+    /// Hybrid mode: also load librumphijack.so into the program so that its libc socket
+    /// calls are handled in-process; the seccomp filter still catches everything else. Faster,
+    /// but not a security boundary.
+    #[arg(long)]
+    pub preload: bool,
+
+    /// The preload library for --preload (default: next to rumphijack, or ../lib).
+    #[arg(long, value_name = "PATH", requires = "preload")]
+    pub library: Option<PathBuf>,
+
+    /// At exit, write how many calls of each kind the supervisor served to FILE (JSON).
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
 
     /// Append every policy decision to FILE as a JSON object per line.
     #[arg(long, value_name = "FILE")]

@@ -14,6 +14,7 @@
 //! filter is gone, and no notification can arrive any more.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -39,6 +40,46 @@ pub trait Events: Send + Sync + 'static {
     fn server_lost_die(&self, caller: u32);
 }
 
+/// The system calls the filter can trap, in the order [`Stats`] counts them.
+const TRAPPED: [(i64, &str); 9] = [
+    (libc::SYS_socket, "socket"),
+    (libc::SYS_connect, "connect"),
+    (libc::SYS_bind, "bind"),
+    (libc::SYS_listen, "listen"),
+    (libc::SYS_accept, "accept"),
+    (libc::SYS_accept4, "accept4"),
+    (libc::SYS_sendto, "sendto"),
+    (libc::SYS_sendmsg, "sendmsg"),
+    (libc::SYS_sendmmsg, "sendmmsg"),
+];
+
+/// How many notifications of each trapped call the supervisor served.
+#[derive(Debug, Default)]
+pub struct Stats {
+    counts: [AtomicU64; TRAPPED.len()],
+}
+
+impl Stats {
+    fn count(&self, nr: i64) {
+        if let Some(i) = TRAPPED.iter().position(|&(n, _)| n == nr) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts as a JSON object: `{"socket": 3, "connect": 0, …, "total": 3}`.
+    pub fn to_json(&self) -> String {
+        let mut map = serde_json::Map::new();
+        let mut total = 0;
+        for (i, (_, name)) in TRAPPED.iter().enumerate() {
+            let n = self.counts[i].load(Ordering::Relaxed);
+            total += n;
+            map.insert((*name).into(), n.into());
+        }
+        map.insert("total".into(), total.into());
+        serde_json::Value::Object(map).to_string()
+    }
+}
+
 /// Everything the workers share.
 pub struct Service {
     listener: Arc<OwnedFd>,
@@ -47,6 +88,7 @@ pub struct Service {
     audit: Audit,
     events: Arc<dyn Events>,
     watcher: Arc<Watcher>,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for Service {
@@ -98,14 +140,16 @@ impl Service {
     }
 }
 
-/// Starts the receiver and the workers. They run until the listener hangs up.
+/// Starts the receiver and the workers. They run until the listener hangs up. Returns the
+/// counters they keep.
 pub fn start(
     listener: OwnedFd,
     client: Client,
     policy: Policy,
     audit: Audit,
     events: Arc<dyn Events>,
-) {
+) -> Arc<Stats> {
+    let stats = Arc::new(Stats::default());
     let listener = Arc::new(listener);
     let watcher = Watcher::start(listener.clone());
     let svc = Arc::new(Service {
@@ -115,6 +159,7 @@ pub fn start(
         audit,
         events,
         watcher,
+        stats: stats.clone(),
     });
     let (tx, rx) = crossbeam_channel::bounded::<Notif>(256);
 
@@ -129,6 +174,7 @@ pub fn start(
         .name("notif-receiver".into())
         .spawn(move || receiver(svc.listener(), tx))
         .expect("spawning the receiver thread");
+    stats
 }
 
 fn receiver(listener: BorrowedFd<'_>, tx: Sender<Notif>) {
@@ -169,6 +215,7 @@ fn receiver(listener: BorrowedFd<'_>, tx: Sender<Notif>) {
 
 fn worker(svc: &Arc<Service>, rx: Receiver<Notif>) {
     for notif in rx {
+        svc.stats.count(i64::from(notif.data.nr));
         let call = || Call::new(svc, notif);
         match i64::from(notif.data.nr) {
             libc::SYS_socket => handle_socket(svc, &notif),

@@ -21,7 +21,7 @@ use crate::audit::Audit;
 use crate::blocking;
 use crate::embedded::{self, EmbeddedStack};
 use crate::launch::{self, LaunchError};
-use crate::{filter, notify, sys, Failure, RunArgs};
+use crate::{filter, hybrid, notify, sys, Failure, RunArgs};
 
 /// A failure of rumphijack itself, with the exit status it maps to.
 #[derive(Debug)]
@@ -114,6 +114,25 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
     SigSet::all().thread_block().or_fail(Failure::Os)?;
     blocking::install_interrupt_handler().or_fail(Failure::Os)?;
 
+    // Hybrid mode: the library needs the cookie, and a server it can reach by path.
+    let hybrid = if args.preload {
+        let library = hybrid::find_library(args.library.as_deref()).or_fail(Failure::Config)?;
+        let cookie = hybrid::random_cookie().or_fail(Failure::Os)?;
+        Some((library, cookie))
+    } else {
+        None
+    };
+    let private_dir = match (&hybrid, &url) {
+        (Some(_), None) => Some(hybrid::private_dir().or_fail(Failure::Os)?),
+        _ => None,
+    };
+    let library_socket = private_dir.as_ref().map(|d| d.join("stack"));
+    let library_url = match (&url, &library_socket) {
+        (Some(url), _) => url.to_string(),
+        (None, Some(path)) => format!("unix://{}", path.display()),
+        (None, None) => String::new(),
+    };
+
     let identity = Identity {
         pid: std::process::id(),
         program: program_name(&args.program),
@@ -126,7 +145,8 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
                 .or_fail(Failure::ServerUnavailable)?
         }
         None => {
-            let (stream, server) = embedded::prepare(&stack).or_fail(Failure::Os)?;
+            let (stream, server) =
+                embedded::prepare(&stack, library_socket.as_deref()).or_fail(Failure::Os)?;
             server.start();
             Client::from_stream(stream, retry, identity)
                 .context("embedded stack server")
@@ -134,13 +154,26 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         }
     };
 
-    let program = filter::build(&hijack, &policy)
+    let env = match &hybrid {
+        Some((library, cookie)) => Some(
+            hybrid::program_env(library, &library_url, *cookie, args.policy.as_deref())
+                .or_fail(Failure::Config)?,
+        ),
+        None => None,
+    };
+    let program = filter::build(&hijack, &policy, hybrid.as_ref().map(|h| h.1))
         .context("building the seccomp filter")
         .or_fail(Failure::Os)?;
     debug!(instructions = program.len(), %hijack, "filter built");
 
-    let launched = launch::spawn(&args.program, &args.args, &program, &original_mask)
-        .map_err(launch_failure)?;
+    let launched = launch::spawn(
+        &args.program,
+        &args.args,
+        env.as_deref(),
+        &program,
+        &original_mask,
+    )
+    .map_err(launch_failure)?;
     if !launched.wait_killable {
         warn!(
             "the kernel lacks SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19): a signal \
@@ -153,10 +186,19 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         program: launched.pid,
         announced: AtomicBool::new(false),
     });
-    notify::start(launched.listener, client, policy, audit, events);
+    let stats = notify::start(launched.listener, client, policy, audit, events);
 
     let status = wait_for(launched.pid).or_fail(Failure::Os)?;
     info!(status, "program exited");
+
+    if let Some(dir) = &private_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Some(path) = &args.stats {
+        std::fs::write(path, stats.to_json() + "\n")
+            .with_context(|| format!("writing statistics to {}", path.display()))
+            .or_fail(Failure::Os)?;
+    }
     Ok(status)
 }
 
