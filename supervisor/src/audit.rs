@@ -40,11 +40,19 @@ impl Audit {
 
     /// Records that `decision` was made for `query` on behalf of thread `tid`.
     pub fn record(&self, tid: i32, query: &Query, decision: &Decision<'_>) {
-        let rule = decision.describe();
         let (action, errno) = match decision.action {
             Action::Allow => ("allow", None),
             Action::Deny { errno } => ("deny", Some(errno_name(errno))),
         };
+        // The common case, an allowed call that nobody asked to see, formats nothing.
+        let wanted = self.file.is_some()
+            || errno.is_some()
+            || decision.log
+            || tracing::enabled!(tracing::Level::DEBUG);
+        if !wanted {
+            return;
+        }
+        let rule = decision.describe();
         let what = format!("{} {} {}", query.op, protocol_name(query), query.addr);
         debug!(tid, op = %query.op, addr = %query.addr, action, %rule, "policy decision");
 

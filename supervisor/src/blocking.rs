@@ -1,7 +1,9 @@
 //! Operations that may block (a `connect` to a slow host, an `accept` waiting for a peer, a
 //! `send` into a full buffer), performed by the supervisor on the program's behalf.
 //!
-//! Each runs on a thread of its own, so it never holds up other threads' calls. While it
+//! Each runs on the worker that took its notification, after the service has made sure
+//! another worker is free to take the next one ([`crate::notify`]), so it never holds up
+//! other threads' calls. While it
 //! runs, the program's thread sits in the kernel waiting for our answer; with
 //! `WAIT_KILLABLE_RECV` only a fatal signal can end that wait, so a signal the program
 //! *handles* (an `alarm()` guarding a connect) would stay pending until we answer. The
@@ -22,19 +24,16 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::sys;
 
 /// How often waiting threads are looked at.
 pub const TICK: Duration = Duration::from_millis(10);
-
-/// Most blocking operations in flight at once; more wait for a free slot.
-pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// `ERESTARTSYS`: the kernel-internal "restart if SA_RESTART, else EINTR" (linux/errno.h).
 const ERESTARTSYS: i32 = 512;
@@ -75,9 +74,7 @@ struct Entry {
 pub struct Watcher {
     listener: Arc<OwnedFd>,
     entries: Mutex<HashMap<u64, Entry>>,
-    wake: Condvar,
     next: AtomicU64,
-    slots: (Mutex<usize>, Condvar),
 }
 
 impl std::fmt::Debug for Watcher {
@@ -92,58 +89,20 @@ impl Watcher {
         let w = Arc::new(Watcher {
             listener,
             entries: Mutex::new(HashMap::new()),
-            wake: Condvar::new(),
             next: AtomicU64::new(0),
-            slots: (Mutex::new(0), Condvar::new()),
         });
         let watcher = w.clone();
         thread::Builder::new()
             .name("blocking-watch".into())
-            .spawn(move || watcher.run())
+            .spawn(move || watcher.watch())
             .expect("spawning the watcher thread");
         w
     }
 
-    /// Runs `op` on a thread of its own on behalf of thread `tid`'s notification
-    /// `notif_id`; `answer` receives the result, already mapped for an interruption.
-    pub fn spawn<T, F, A>(self: &Arc<Self>, tid: i32, notif_id: u64, op: F, answer: A)
-    where
-        T: 'static,
-        F: FnOnce() -> Result<T, i32> + Send + 'static,
-        A: FnOnce(Result<T, i32>) + Send + 'static,
-    {
-        self.take_slot();
-        let watcher = self.clone();
-        let spawned = thread::Builder::new()
-            .name("blocking-op".into())
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                let result = watcher.run_op(tid, notif_id, op);
-                answer(result);
-                watcher.release_slot();
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start a thread for a blocking operation");
-            self.release_slot();
-        }
-    }
-
-    fn take_slot(&self) {
-        let (lock, cv) = &self.slots;
-        let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= MAX_IN_FLIGHT {
-            n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-        *n += 1;
-    }
-
-    fn release_slot(&self) {
-        let (lock, cv) = &self.slots;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        cv.notify_one();
-    }
-
-    fn run_op<T, F>(&self, tid: i32, notif_id: u64, op: F) -> Result<T, i32>
+    /// Runs `op` on the calling thread on behalf of thread `tid`'s notification
+    /// `notif_id`, interruptible as the module docs describe; an interruption is mapped to
+    /// the errno the program should see.
+    pub fn run<T, F>(&self, tid: i32, notif_id: u64, op: F) -> Result<T, i32>
     where
         F: FnOnce() -> Result<T, i32>,
     {
@@ -160,7 +119,6 @@ impl Watcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, entry);
-        self.wake.notify_one();
 
         // Only this thread, only while it runs the operation, can take the interrupt.
         set_interrupt_blocked(false);
@@ -178,18 +136,12 @@ impl Watcher {
         }
     }
 
-    fn run(&self) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    /// Looks at every waiting thread once a tick. Ticking unconditionally (a hundred cheap
+    /// wake-ups a second) spares each blocking operation a wake-up of this thread.
+    fn watch(&self) {
         loop {
-            if entries.is_empty() {
-                entries = self.wake.wait(entries).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            let (guard, _) = self
-                .wake
-                .wait_timeout(entries, TICK)
-                .unwrap_or_else(|e| e.into_inner());
-            entries = guard;
+            thread::sleep(TICK);
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries.values() {
                 self.check(entry);
             }

@@ -3,7 +3,9 @@
 //! The supervisor talks to it over a socket pair with the same protocol as to an external
 //! server, so the notification path is identical in both cases.
 //!
-//! * Current namespace: the server runs on a thread of the supervisor.
+//! * Current namespace: no server at all — the notification workers create the sockets
+//!   themselves ([`crate::notify::SocketSource::Direct`]), which spares every `socket()` a
+//!   round trip; in hybrid mode a [`serve_library`] thread serves the preload library.
 //! * `--isolated` / `--netns`: the server runs in a forked child, because creating a user
 //!   namespace (needed for `--isolated` without privileges) requires a single-threaded
 //!   process, and joining a namespace would otherwise move a supervisor thread. The child
@@ -32,15 +34,6 @@ pub enum EmbeddedStack {
     Netns(PathBuf),
 }
 
-/// An embedded server whose thread has not been started yet.
-#[derive(Debug)]
-pub enum Embedded {
-    /// Serve on a thread once [`Embedded::start`] is called (after the program is forked).
-    Pending(UnixStream),
-    /// Already serving in a child process.
-    Running,
-}
-
 /// Why the embedded server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -58,20 +51,12 @@ pub enum EmbeddedError {
     Thread(String),
 }
 
-/// Prepares an embedded server for `stack` and returns the client's end of its connection.
+/// Starts an embedded server for `stack` (isolated or joined) in a child process and returns
+/// the client's end of its connection. With `path`, the server also listens there.
 ///
-/// Must be called while the supervisor is single-threaded (it may fork).
-pub fn prepare(
-    stack: &EmbeddedStack,
-    path: Option<&Path>,
-) -> Result<(UnixStream, Embedded), EmbeddedError> {
+/// Must be called while the supervisor is single-threaded (it forks).
+pub fn prepare(stack: &EmbeddedStack, path: Option<&Path>) -> Result<UnixStream, EmbeddedError> {
     let (client_end, server_end) = UnixStream::pair().map_err(EmbeddedError::SocketPair)?;
-    if let EmbeddedStack::Current = stack {
-        if let Some(path) = path {
-            listen_on(path)?;
-        }
-        return Ok((client_end, Embedded::Pending(server_end)));
-    }
 
     // SAFETY: the caller guarantees a single-threaded process, so the child is consistent.
     match unsafe { fork() }.map_err(EmbeddedError::Fork)? {
@@ -81,19 +66,7 @@ pub fn prepare(
             // SAFETY: ends the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { .. } => Ok((client_end, Embedded::Running)),
-    }
-}
-
-impl Embedded {
-    /// Starts the in-process server thread, if this server runs in-process.
-    pub fn start(self) {
-        if let Embedded::Pending(stream) = self {
-            thread::Builder::new()
-                .name("embedded-server".into())
-                .spawn(move || serve(stream))
-                .expect("spawning the embedded server thread");
-        }
+        ForkResult::Parent { .. } => Ok(client_end),
     }
 }
 
@@ -109,9 +82,15 @@ fn serve(stream: UnixStream) {
     }
 }
 
-/// Serves the stack on a socket file as well, on a thread of its own, until the process ends.
-fn listen_on(path: &Path) -> Result<(), EmbeddedError> {
-    let server = StackServer::bind(path, ServeOptions::default()).map_err(EmbeddedError::Listen)?;
+/// Binds the socket file for the preload library in the current stack. Binding happens
+/// here, before the program exists, so its first connect finds the file; serving starts
+/// with [`serve_library`].
+pub fn bind_for_library(path: &Path) -> Result<StackServer, EmbeddedError> {
+    StackServer::bind(path, ServeOptions::default()).map_err(EmbeddedError::Listen)
+}
+
+/// Serves `server` on a thread of its own until the process ends.
+pub fn serve_library(server: StackServer) -> Result<(), EmbeddedError> {
     thread::Builder::new()
         .name("embedded-listener".into())
         .spawn(move || {
@@ -123,15 +102,26 @@ fn listen_on(path: &Path) -> Result<(), EmbeddedError> {
     Ok(())
 }
 
+fn listen_on(path: &Path) -> Result<(), EmbeddedError> {
+    serve_library(bind_for_library(path)?)
+}
+
 fn serve_in_child(stack: &EmbeddedStack, stream: UnixStream, path: Option<&Path>) -> i32 {
     // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
 
+    // The supervisor made itself non-dumpable and the child inherited that; a
+    // non-dumpable process's /proc/self files belong to root, so an unprivileged one could
+    // not write its new user namespace's uid_map. Dumpable only while it does.
+    // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let entered = match stack {
         EmbeddedStack::Isolated => server::netns::isolate(),
         EmbeddedStack::Netns(path) => server::netns::join(path),
         EmbeddedStack::Current => Ok(()),
     };
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if let Err(e) = entered {
         // The client sees the connection close during its handshake and reports that; this
         // line says why.

@@ -12,6 +12,8 @@
 //!   stack cannot make pairs; the kernel gives the same answer for IP families).
 //! * `io_uring_setup`, `io_uring_enter`, `io_uring_register` → `ENOSYS`: a ring creates and
 //!   connects sockets without any system call the filter sees.
+//! * `seccomp(2)` asking for a new listener → `EPERM`: with the supervisor gone, a listener
+//!   of the program's own would let it answer its own `socket()` calls.
 //! * Any call through a non-native ABI (i386 `int 0x80`, including `socketcall`; x32) →
 //!   `ENOSYS`, since the filter only describes the x86-64 numbers.
 //! * `connect`, `bind`, `listen`, `accept`/`accept4` → user notification, each only when the
@@ -19,8 +21,8 @@
 //! * Sends, when the policy decides about them: `sendto` with a destination address (a
 //!   non-null fifth argument; the address-less form on a connected socket costs nothing),
 //!   and every `sendmsg`/`sendmmsg` (the filter cannot look inside a `msghdr`).
-//! * In hybrid mode (`--preload`), the checked calls above pass untrapped when their sixth
-//!   argument carries the run's cookie: the preload library has decided them in-process.
+//! * In hybrid mode (`--preload`), the checked calls above (but `sendto`, which uses all six
+//!   arguments) pass untrapped when their sixth argument carries the run's cookie: the preload library has decided them in-process.
 //!   Anything in the program can learn the cookie, so hybrid mode is not a security
 //!   boundary; `socket()` stays trapped, since the library never calls it for a redirected
 //!   family (it gets those sockets from the server itself).
@@ -96,6 +98,24 @@ pub fn build(
         }
     }
 
+    // A second listener would let the program answer its own socket() calls once the
+    // supervisor is gone (the newest USER_NOTIF filter wins). While the supervisor lives the
+    // kernel refuses it anyway (EBUSY), so refusing it always costs nothing.
+    let seccomp = ScmpSyscall::from_name("seccomp").expect("x86-64 has seccomp");
+    let new_listener = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    step(
+        "seccomp rule",
+        ctx.add_rule_conditional(
+            ScmpAction::Errno(libc::EPERM),
+            seccomp,
+            &[ScmpArgCompare::new(
+                1,
+                ScmpCompareOp::MaskedEqual(new_listener),
+                new_listener,
+            )],
+        ),
+    )?;
+
     for name in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
         let nr = ScmpSyscall::from_name(name).expect("x86-64 has io_uring");
         step(
@@ -111,7 +131,14 @@ pub fn build(
         .collect();
     let mut notify = |name: &str, extra: Option<ScmpArgCompare>| {
         let nr = ScmpSyscall::from_name(name).expect("x86-64 has the socket calls");
-        let conditions: Vec<ScmpArgCompare> = unmarked.iter().copied().chain(extra).collect();
+        // sendto uses all six arguments, so it cannot carry the cookie; the library sends
+        // addressed datagrams through sendmsg instead.
+        let marks = if name == "sendto" {
+            &[][..]
+        } else {
+            &unmarked[..]
+        };
+        let conditions: Vec<ScmpArgCompare> = marks.iter().copied().chain(extra).collect();
         step(
             "policy rule",
             ctx.add_rule_conditional(ScmpAction::Notify, nr, &conditions),

@@ -200,7 +200,7 @@ fn parent_side(sock: UnixStream, child: Pid, program: &OsStr) -> Result<Launched
 /// The listener cannot travel by `SCM_RIGHTS`: once the filter is on, the child's own
 /// `sendmsg` may be one of the trapped calls, and nobody would answer it yet.
 fn take_listener(child: Pid, number: i32) -> Result<OwnedFd, Errno> {
-    let pidfd = sys::pidfd_open(child.as_raw(), || Some(child.as_raw()))?;
+    let (pidfd, _) = sys::pidfd_open(child.as_raw(), || Some(child.as_raw()))?;
     sys::pidfd_getfd(pidfd.as_fd(), number)
 }
 

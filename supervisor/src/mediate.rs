@@ -54,7 +54,49 @@ const MAX_CONTROL: u64 = 64 * 1024;
 pub struct Call<'s> {
     svc: &'s Arc<Service>,
     notif: Notif,
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+/// Most thread handles kept between calls; past this the cache starts afresh.
+const MAX_CACHED_THREADS: usize = 4096;
+
+/// Pidfds of program threads, kept between calls so a checked call need not open one (and
+/// re-check the notification) every time.
+///
+/// Only handles on the thread itself (`PIDFD_THREAD`) are kept. Such a handle names exactly
+/// the thread it was opened for: while that thread lives, no other thread has its id, so a
+/// later notification from the same id is from the same thread; once it has exited,
+/// `pidfd_getfd` through the handle fails with `ESRCH` and a fresh one is opened. A handle
+/// on a whole process could, after the thread exited and its id was reused elsewhere, name
+/// the wrong process, so those are never kept.
+#[derive(Debug, Default)]
+pub struct ThreadHandles {
+    map: std::sync::Mutex<std::collections::HashMap<i32, Arc<OwnedFd>>>,
+}
+
+impl ThreadHandles {
+    fn get(&self, tid: i32) -> Option<Arc<OwnedFd>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tid)
+            .cloned()
+    }
+
+    fn keep(&self, tid: i32, fd: Arc<OwnedFd>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_CACHED_THREADS {
+            map.clear();
+        }
+        map.insert(tid, fd);
+    }
+
+    fn forget(&self, tid: i32) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tid);
+    }
 }
 
 type Errno32 = i32;
@@ -91,18 +133,31 @@ impl<'s> Call<'s> {
 
     /// Steps 1 and 2: the program's descriptor `fd`, duplicated into the supervisor.
     fn socket(&mut self, fd: i32) -> Result<OwnedFd, Errno32> {
+        let tid = self.tid();
         if self.pidfd.is_none() {
-            let tid = self.tid();
-            let pidfd = sys::pidfd_open(tid, || tgid_of(tid)).map_err(|e| e as i32)?;
+            if let Some(kept) = self.svc.threads().get(tid) {
+                match sys::pidfd_getfd(kept.as_fd(), fd) {
+                    // The thread that handle was for has exited: open a fresh one below.
+                    Err(Errno::ESRCH) => self.svc.threads().forget(tid),
+                    other => {
+                        self.pidfd = Some(kept);
+                        return other.map_err(getfd_errno);
+                    }
+                }
+            }
+            let (pidfd, per_thread) =
+                sys::pidfd_open(tid, || tgid_of(tid)).map_err(|e| e as i32)?;
+            // The id could have been reused before the open: only a pending notification
+            // proves the handle names the caller.
             self.still_pending()?;
+            let pidfd = Arc::new(pidfd);
+            if per_thread {
+                self.svc.threads().keep(tid, pidfd.clone());
+            }
             self.pidfd = Some(pidfd);
         }
         let pidfd = self.pidfd.as_ref().expect("set above");
-        sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| match e {
-            // The kernel answers a bad descriptor number with EBADF, whatever the reason.
-            Errno::EBADF | Errno::ENOENT => libc::EBADF,
-            e => e as i32,
-        })
+        sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(getfd_errno)
     }
 
     fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno32> {
@@ -146,20 +201,27 @@ impl<'s> Call<'s> {
         self.svc.respond(&self.notif, result);
     }
 
-    /// Runs `op` now, or on a thread of its own when it may block, and answers with its
-    /// result.
+    /// Runs `op` and answers with its result; when it may block, first makes sure another
+    /// worker takes the next notifications, and lets a signal for the program interrupt it.
     fn perform<F>(self, may_block: bool, op: F)
     where
-        F: FnOnce() -> sys::SysResult + Send + 'static,
+        F: FnOnce() -> sys::SysResult,
     {
         if !may_block {
             return self.respond(op());
         }
-        let svc = self.svc.clone();
-        let notif = self.notif;
-        self.svc
-            .watcher()
-            .spawn(self.tid(), notif.id, op, move |r| svc.respond(&notif, r));
+        self.svc.before_blocking();
+        let result = self.svc.watcher().run(self.tid(), self.notif.id, op);
+        self.respond(result);
+    }
+}
+
+/// The errno the program sees for a descriptor we could not take: the kernel answers a bad
+/// descriptor number with `EBADF`, whatever the reason.
+fn getfd_errno(e: Errno) -> Errno32 {
+    match e {
+        Errno::EBADF | Errno::ENOENT => libc::EBADF,
+        e => e as i32,
     }
 }
 
@@ -358,7 +420,8 @@ pub fn accept(mut call: Call<'_>, with_flags: bool) {
     if nonblocking {
         deliver(op());
     } else {
-        call.svc.watcher().spawn(tid, notif.id, op, deliver);
+        call.svc.before_blocking();
+        deliver(call.svc.watcher().run(tid, notif.id, op));
     }
 }
 

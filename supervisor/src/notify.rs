@@ -1,8 +1,8 @@
 //! Serving the program's trapped system calls.
 //!
-//! One receiver thread reads notifications from the listener and hands them to a small pool
-//! of workers over a channel; a worker answers each one. The workers share one connection to
-//! the stack server.
+//! A small pool of workers each read notifications from the listener and answer them on the
+//! spot; operations that may block move to threads of their own ([`crate::blocking`]). The
+//! workers share one way of making sockets ([`SocketSource`]).
 //!
 //! Every thread here runs with all signals blocked (the supervisor blocks them before it
 //! starts any thread, and threads inherit the mask). A signal that interrupts
@@ -10,15 +10,14 @@
 //! the program's `socket()` returning 0 with nothing installed; with signals blocked these
 //! ioctls cannot be interrupted that way.
 //!
-//! The receiver stops when the listener reports `POLLHUP`: every process that carried the
+//! A watcher thread notes when the listener reports `POLLHUP`: every process that carried the
 //! filter is gone, and no notification can arrive any more.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use policy::Policy;
@@ -27,11 +26,15 @@ use tracing::{debug, trace, warn};
 
 use crate::audit::Audit;
 use crate::blocking::Watcher;
-use crate::mediate::{self, Call};
+use crate::mediate::{self, Call, ThreadHandles};
 use crate::sys::{self, Notif};
 
 /// Number of worker threads answering notifications.
 const WORKERS: usize = 4;
+
+/// Most workers at once, counting those busy with a blocking operation: past this, new
+/// notifications wait in the kernel until a worker is free.
+pub const MAX_WORKERS: usize = 1024;
 
 /// What the service asks of the rest of the supervisor.
 pub trait Events: Send + Sync + 'static {
@@ -80,15 +83,39 @@ impl Stats {
     }
 }
 
+/// Where the sockets the program asks for come from.
+#[derive(Debug)]
+pub enum SocketSource {
+    /// A stack server, over the protocol.
+    Server(Client),
+    /// The supervisor's own network namespace: the embedded server for the current stack
+    /// reduced to its essence, a socket(2) on the worker's thread, with no round trip.
+    Direct,
+}
+
+impl SocketSource {
+    fn create(&self, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, CallError> {
+        match self {
+            SocketSource::Server(client) => client.create_socket(domain, ty, protocol),
+            SocketSource::Direct => sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
+                .map_err(CallError::Errno),
+        }
+    }
+}
+
 /// Everything the workers share.
 pub struct Service {
     listener: Arc<OwnedFd>,
-    client: Client,
+    sockets: SocketSource,
     policy: Policy,
     audit: Audit,
     events: Arc<dyn Events>,
     watcher: Arc<Watcher>,
     stats: Arc<Stats>,
+    threads: ThreadHandles,
+    /// Workers running, and how many of them wait for a notification.
+    workers: AtomicUsize,
+    idle: AtomicUsize,
 }
 
 impl std::fmt::Debug for Service {
@@ -113,9 +140,24 @@ impl Service {
         &self.audit
     }
 
+    /// Handles on program threads, kept between calls.
+    pub fn threads(&self) -> &ThreadHandles {
+        &self.threads
+    }
+
     /// Runs operations that may block.
     pub fn watcher(&self) -> &Arc<Watcher> {
         &self.watcher
+    }
+
+    /// Called by a worker about to run an operation that may block: starts another worker
+    /// when none is left waiting, so the program's other calls are still served.
+    pub fn before_blocking(self: &Arc<Self>) {
+        if self.idle.load(Ordering::SeqCst) == 0
+            && self.workers.load(Ordering::SeqCst) < MAX_WORKERS
+        {
+            spawn_worker(self);
+        }
     }
 
     /// Answers `notif` with a return value or an errno.
@@ -144,7 +186,7 @@ impl Service {
 /// counters they keep.
 pub fn start(
     listener: OwnedFd,
-    client: Client,
+    sockets: SocketSource,
     policy: Policy,
     audit: Audit,
     events: Arc<dyn Events>,
@@ -154,67 +196,84 @@ pub fn start(
     let watcher = Watcher::start(listener.clone());
     let svc = Arc::new(Service {
         listener,
-        client,
+        sockets,
         policy,
         audit,
         events,
         watcher,
         stats: stats.clone(),
+        threads: ThreadHandles::default(),
+        workers: AtomicUsize::new(0),
+        idle: AtomicUsize::new(0),
     });
-    let (tx, rx) = crossbeam_channel::bounded::<Notif>(256);
+    // Answers then wake the program on the CPU the answering thread runs on, and a
+    // notification wakes a waiting worker on the program thread's CPU (Linux 6.6). On a
+    // virtual machine a cross-CPU wake-up costs tens of microseconds, several times the
+    // rest of the round trip. Older kernels refuse the flag; the service works without it.
+    if let Err(e) = sys::notif_set_sync_wakeup(svc.listener()) {
+        debug!(error = %e, "synchronous wake-ups unavailable");
+    }
 
-    for n in 0..WORKERS {
-        let (svc, rx) = (svc.clone(), rx.clone());
-        thread::Builder::new()
-            .name(format!("notif-worker-{n}"))
-            .spawn(move || worker(&svc, rx))
-            .expect("spawning a worker thread");
+    // Each worker reads notifications itself: a hand-off between a reader and a worker
+    // would add a wake-up to every call.
+    for _ in 0..WORKERS {
+        spawn_worker(&svc);
     }
     thread::Builder::new()
-        .name("notif-receiver".into())
-        .spawn(move || receiver(svc.listener(), tx))
-        .expect("spawning the receiver thread");
+        .name("notif-hangup".into())
+        .spawn(move || wait_for_hangup(svc.listener()))
+        .expect("spawning the hang-up watcher");
     stats
 }
 
-fn receiver(listener: BorrowedFd<'_>, tx: Sender<Notif>) {
+fn spawn_worker(svc: &Arc<Service>) {
+    svc.workers.fetch_add(1, Ordering::SeqCst);
+    let worker_svc = svc.clone();
+    let spawned = thread::Builder::new()
+        .name("notif-worker".into())
+        .stack_size(256 * 1024)
+        .spawn(move || worker(&worker_svc));
+    if let Err(e) = spawned {
+        svc.workers.fetch_sub(1, Ordering::SeqCst);
+        warn!(error = %e, "cannot start another worker");
+    }
+}
+
+/// Returns when every process that carried the filter is gone (`POLLHUP`). Polls for
+/// hang-up only, so the wake-ups of ordinary notifications do not reach this thread.
+fn wait_for_hangup(listener: BorrowedFd<'_>) {
     loop {
-        let mut fds = [PollFd::new(listener, PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(listener, PollFlags::empty())];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(Errno::EINTR) => continue,
-            Err(e) => {
-                warn!(error = %e, "poll on the seccomp listener failed; stopping");
-                return;
-            }
+            Err(e) => return warn!(error = %e, "poll on the seccomp listener failed"),
             Ok(_) => {}
         }
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-        if !revents.contains(PollFlags::POLLIN) {
-            if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
-                debug!("seccomp listener hung up: no supervised process is left");
-                return;
-            }
-            continue;
-        }
-
-        match sys::notif_recv(listener) {
-            Ok(notif) => {
-                if tx.send(notif).is_err() {
-                    return;
-                }
-            }
-            // The calling thread was interrupted or died before we read its notification.
-            Err(Errno::ENOENT) | Err(Errno::EINTR) => continue,
-            Err(e) => {
-                warn!(error = %e, "reading a seccomp notification failed; stopping");
-                return;
-            }
+        if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            return debug!("seccomp listener hung up: no supervised process is left");
         }
     }
 }
 
-fn worker(svc: &Arc<Service>, rx: Receiver<Notif>) {
-    for notif in rx {
+fn worker(svc: &Arc<Service>) {
+    loop {
+        // A worker started for a blocking operation retires once enough others wait.
+        if svc.workers.load(Ordering::SeqCst) > WORKERS
+            && svc.idle.load(Ordering::SeqCst) >= WORKERS
+        {
+            svc.workers.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        svc.idle.fetch_add(1, Ordering::SeqCst);
+        let received = sys::notif_recv(svc.listener());
+        svc.idle.fetch_sub(1, Ordering::SeqCst);
+        let notif = match received {
+            Ok(notif) => notif,
+            // The calling thread was interrupted or died before we read its notification.
+            Err(Errno::ENOENT) | Err(Errno::EINTR) => continue,
+            Err(e) => return warn!(error = %e, "reading a seccomp notification failed"),
+        };
         svc.stats.count(i64::from(notif.data.nr));
         let call = || Call::new(svc, notif);
         match i64::from(notif.data.nr) {
@@ -249,8 +308,8 @@ fn handle_socket(svc: &Service, notif: &Notif) {
     trace!(pid = notif.pid, domain, ty, protocol, "socket");
 
     match svc
-        .client
-        .create_socket(domain, ty & !libc::SOCK_CLOEXEC, protocol)
+        .sockets
+        .create(domain, ty & !libc::SOCK_CLOEXEC, protocol)
     {
         Ok(fd) => svc.install(notif, fd, cloexec),
         Err(CallError::Errno(errno)) => {

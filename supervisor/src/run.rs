@@ -21,6 +21,7 @@ use crate::audit::Audit;
 use crate::blocking;
 use crate::embedded::{self, EmbeddedStack};
 use crate::launch::{self, LaunchError};
+use crate::notify::SocketSource;
 use crate::{filter, hybrid, notify, sys, Failure, RunArgs};
 
 /// A failure of rumphijack itself, with the exit status it maps to.
@@ -137,20 +138,29 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         pid: std::process::id(),
         program: program_name(&args.program),
     };
-    let client = match url {
-        Some(url) => {
+    let mut library_server = None;
+    let sockets = match (url, &stack) {
+        (Some(url), _) => {
             let shown = url.to_string();
-            Client::connect(url, retry, identity)
+            let client = Client::connect(url, retry, identity)
                 .with_context(|| format!("stack server {shown}"))
-                .or_fail(Failure::ServerUnavailable)?
+                .or_fail(Failure::ServerUnavailable)?;
+            SocketSource::Server(client)
         }
-        None => {
-            let (stream, server) =
+        // The current namespace needs no server: the workers make the sockets themselves.
+        (None, EmbeddedStack::Current) => {
+            if let Some(path) = &library_socket {
+                library_server = Some(embedded::bind_for_library(path).or_fail(Failure::Os)?);
+            }
+            SocketSource::Direct
+        }
+        (None, _) => {
+            let stream =
                 embedded::prepare(&stack, library_socket.as_deref()).or_fail(Failure::Os)?;
-            server.start();
-            Client::from_stream(stream, retry, identity)
+            let client = Client::from_stream(stream, retry, identity)
                 .context("embedded stack server")
-                .or_fail(Failure::ServerUnavailable)?
+                .or_fail(Failure::ServerUnavailable)?;
+            SocketSource::Server(client)
         }
     };
 
@@ -181,12 +191,15 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         );
     }
     info!(pid = launched.pid.as_raw(), program = ?args.program, "program started");
+    if let Some(server) = library_server {
+        embedded::serve_library(server).or_fail(Failure::Os)?;
+    }
 
     let events = Arc::new(DieOnLoss {
         program: launched.pid,
         announced: AtomicBool::new(false),
     });
-    let stats = notify::start(launched.listener, client, policy, audit, events);
+    let stats = notify::start(launched.listener, sockets, policy, audit, events);
 
     let status = wait_for(launched.pid).or_fail(Failure::Os)?;
     info!(status, "program exited");

@@ -125,6 +125,21 @@ pub fn set_not_dumpable() -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// `ioctl(SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)` (Linux 6.6):
+/// the kernel wakes the other side of each hand-off on the waker's CPU.
+pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> Result<(), Errno> {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
+    // SAFETY: this request takes its flags by value, not through a pointer.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
 /// `ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)`: whether notification `id` is still pending, i.e.
 /// the thread is still blocked in that call, so memory read from it belongs to that call.
 pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
@@ -136,8 +151,9 @@ pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
 /// `pidfd_open(tid, PIDFD_THREAD)`: a stable handle on thread `tid`, falling back to the
-/// thread's process (`tgid`) on kernels without `PIDFD_THREAD`.
-pub fn pidfd_open(tid: i32, tgid: impl FnOnce() -> Option<i32>) -> Result<OwnedFd, Errno> {
+/// thread's process (`tgid`) on kernels without `PIDFD_THREAD`. The flag says whether the
+/// handle is for the thread itself.
+pub fn pidfd_open(tid: i32, tgid: impl FnOnce() -> Option<i32>) -> Result<(OwnedFd, bool), Errno> {
     let open = |pid: i32, flags: libc::c_uint| {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
@@ -149,8 +165,8 @@ pub fn pidfd_open(tid: i32, tgid: impl FnOnce() -> Option<i32>) -> Result<OwnedF
         }
     };
     match open(tid, PIDFD_THREAD) {
-        Err(Errno::EINVAL) => open(tgid().ok_or(Errno::ESRCH)?, 0),
-        other => other,
+        Err(Errno::EINVAL) => open(tgid().ok_or(Errno::ESRCH)?, 0).map(|fd| (fd, false)),
+        other => other.map(|fd| (fd, true)),
     }
 }
 
@@ -228,6 +244,17 @@ fn sys_result(ret: isize) -> SysResult {
 /// address bytes the supervisor copied and checked. Each returns what the call returned.
 pub mod sock {
     use super::*;
+
+    /// `socket(domain, type, protocol)` in the calling thread's network namespace.
+    pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, i32> {
+        // SAFETY: integer arguments only.
+        let fd = unsafe { libc::socket(domain, ty, protocol) };
+        if fd < 0 {
+            return Err(Errno::last() as i32);
+        }
+        // SAFETY: socket(2) returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 
     /// `connect(fd, addr, len)`.
     pub fn connect(fd: BorrowedFd<'_>, addr: &[u8]) -> SysResult {
