@@ -54,7 +54,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{ErrorCode, Message, PROTOCOL_VERSION};
@@ -192,9 +192,15 @@ fn describe_connect_failure(url: &Endpoint, err: &io::Error) -> String {
     }
 }
 
+/// Prepares each new connection to the server before its handshake, the first one and every
+/// reconnect: the preload library moves it to a descriptor number programs do not use and
+/// records which socket it is. An error fails that connection attempt.
+pub type ConnectionSetup = Arc<dyn Fn(UnixStream) -> io::Result<UnixStream> + Send + Sync>;
+
 /// A session with a stack server. See the module docs for what happens when it is lost.
 pub struct Client {
     endpoint: Endpoint,
+    setup: Option<ConnectionSetup>,
     retry: RetryPolicy,
     id: Identity,
     conn: Mutex<Conn>,
@@ -228,9 +234,24 @@ impl Client {
         retry: RetryPolicy,
         id: Identity,
     ) -> Result<Client, ConnectError> {
-        let (stream, stack) = open(&url, &id)?;
+        let (stream, stack) = open(&url, &id, None)?;
         tracing::info!(%url, %stack, "connected to stack server");
         Ok(Client::new(Endpoint::Url(url), stream, stack, retry, id))
+    }
+
+    /// Like [`Client::connect`], but every connection, this one and each reconnect, passes
+    /// through `setup` before the handshake.
+    pub fn connect_with_setup(
+        url: ServerUrl,
+        retry: RetryPolicy,
+        id: Identity,
+        setup: ConnectionSetup,
+    ) -> Result<Client, ConnectError> {
+        let (stream, stack) = open(&url, &id, Some(&setup))?;
+        tracing::info!(%url, %stack, "connected to stack server");
+        let mut client = Client::new(Endpoint::Url(url), stream, stack, retry, id);
+        client.setup = Some(setup);
+        Ok(client)
     }
 
     /// Uses an already connected stream, typically one end of a socket pair whose other end
@@ -254,6 +275,7 @@ impl Client {
     ) -> Client {
         Client {
             endpoint,
+            setup: None,
             retry,
             id,
             conn: Mutex::new(Conn::Up(stream)),
@@ -389,7 +411,7 @@ impl Client {
         let mut attempts = 0u64;
         loop {
             attempts += 1;
-            let error = match open(url, &self.id) {
+            let error = match open(url, &self.id, self.setup.as_ref()) {
                 Ok((stream, stack)) => {
                     let secs = lost_at.elapsed().as_secs_f64();
                     tracing::info!(%url, %stack, attempts, secs, "reconnected to stack server");
@@ -453,13 +475,21 @@ fn error_chain(e: &dyn StdError) -> String {
     out
 }
 
-/// Connects to `url` and does the handshake.
-fn open(url: &ServerUrl, id: &Identity) -> Result<(UnixStream, String), ConnectError> {
+/// Connects to `url`, passes the stream through `setup`, and does the handshake.
+fn open(
+    url: &ServerUrl,
+    id: &Identity,
+    setup: Option<&ConnectionSetup>,
+) -> Result<(UnixStream, String), ConnectError> {
     let endpoint = || Endpoint::Url(url.clone());
-    let stream = UnixStream::connect(url.path()).map_err(|source| ConnectError::Connect {
+    let connect_error = |source| ConnectError::Connect {
         url: endpoint(),
         source,
-    })?;
+    };
+    let mut stream = UnixStream::connect(url.path()).map_err(connect_error)?;
+    if let Some(setup) = setup {
+        stream = setup(stream).map_err(connect_error)?;
+    }
     let stack = handshake(&stream, &endpoint(), id)?;
     Ok((stream, stack))
 }

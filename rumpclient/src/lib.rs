@@ -13,6 +13,6 @@ mod sys;
 pub mod url;
 pub mod wire;
 
-pub use client::{CallError, Client, ConnectError, Endpoint, Identity};
+pub use client::{CallError, Client, ConnectError, ConnectionSetup, Endpoint, Identity};
 pub use retry::{Backoff, RetryError, RetryPolicy};
 pub use url::{ServerUrl, UrlError};
