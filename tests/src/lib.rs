@@ -11,14 +11,19 @@
 //! * [`run`] and [`Spawned`] run programs with a deadline and kill their whole process group
 //!   on drop, so a broken product fails a test instead of hanging the suite;
 //! * [`NetNs`] is a named network namespace made by the test, deleted on drop;
+//! * [`preload`] runs programs with `LD_PRELOAD=librumphijack.so` and no supervisor;
 //! * [`policy`] runs programs under a policy file and hosts a stack with a non-loopback
 //!   address and a silent host;
+//! * [`hostile`] tells host-stack sockets from redirected ones and runs programs as uid
+//!   65534;
 //! * [`require_root`] and [`require_program`] skip loudly, and fail under CI.
 
 pub mod bins;
 pub mod clients;
+pub mod hostile;
 pub mod netns;
 pub mod policy;
+pub mod preload;
 pub mod prereq;
 pub mod process;
 pub mod python;

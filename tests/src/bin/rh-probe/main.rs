@@ -19,11 +19,20 @@
 //! * `race-connect|race-sendto ALLOWED DENIED N` — the destination flips while it is used.
 //! * `bad-pointers` — unreadable addresses and impossible lengths.
 //! * `blocking-connect SILENT_IP PORT N` — a silent host must not stall other threads.
+//!
+//! For the hostile-program and fault tests: `own-filter`, `own-listener`, `attack`,
+//! `after-supervisor` ([`hostile`]); `vfork-socket`, `exec-race`, `dup2-race` ([`races`]);
+//! `blocked-connects`, `killed-child`, `tree` ([`load`]); `churn`, `signal-storm`, `outage`
+//! ([`longrun`]).
 
 mod arrivals;
 mod bad_pointers;
 mod blocking;
+mod hostile;
+mod load;
+mod longrun;
 mod race;
+mod races;
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Read, Write};
@@ -59,6 +68,19 @@ fn main() {
         Some("race-sendto") => race::sendto(rest),
         Some("bad-pointers") => bad_pointers::run(),
         Some("blocking-connect") => blocking::run(rest),
+        Some("own-filter") => hostile::own_filter(rest),
+        Some("own-listener") => hostile::own_listener(rest),
+        Some("attack") => hostile::attack(rest),
+        Some("after-supervisor") => hostile::after_supervisor(rest),
+        Some("vfork-socket") => races::vfork_socket(rest),
+        Some("exec-race") => races::exec_race(rest),
+        Some("dup2-race") => races::dup2_race(rest),
+        Some("blocked-connects") => load::blocked_connects(rest),
+        Some("killed-child") => load::killed_child(rest),
+        Some("tree") => load::tree(rest),
+        Some("churn") => longrun::churn(rest),
+        Some("signal-storm") => longrun::signal_storm(rest),
+        Some("outage") => longrun::outage(rest),
         _ => Err(
             "usage: rh-probe flags|check-fd N..|epoll PORT|stress N [--restart|\
                   --no-restart]|netns-ino|io-uring|unix-pair|\
