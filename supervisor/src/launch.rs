@@ -90,6 +90,7 @@ pub fn spawn(
     program: &OsStr,
     args: &[OsString],
     env: Option<&[CString]>,
+    close_fds: bool,
     filter: &[BpfInstruction],
     restore_mask: &SigSet,
 ) -> Result<Launched, LaunchError> {
@@ -111,7 +112,14 @@ pub fn spawn(
     match unsafe { fork() }.map_err(|errno| LaunchError::Os { op: "fork", errno })? {
         ForkResult::Child => {
             drop(parent_end);
-            let code = run_child(child_end, filter, restore_mask, &argv_ptrs, envp.as_deref());
+            let code = run_child(
+                child_end,
+                filter,
+                restore_mask,
+                &argv_ptrs,
+                envp.as_deref(),
+                close_fds,
+            );
             // SAFETY: _exit ends the child without running the parent's atexit handlers
             // or flushing buffers the parent owns.
             unsafe { libc::_exit(code) }
@@ -211,6 +219,7 @@ fn run_child(
     restore_mask: &SigSet,
     argv: &[*const libc::c_char],
     envp: Option<&[*const libc::c_char]>,
+    close_fds: bool,
 ) -> i32 {
     // Plain write(2): neither it nor read(2) is ever trapped.
     let report = |tag: u8, errno: Errno, killable: bool, fd: RawFd| {
@@ -264,6 +273,14 @@ fn run_child(
         return 1;
     }
     drop(listener);
+
+    // Every inherited descriptor above stderr becomes close-on-exec (close_range(2) with
+    // CLOSE_RANGE_CLOEXEC, Linux 5.11), so exec drops them while our socket to the parent
+    // still reports an exec failure.
+    // SAFETY: close_range takes integer arguments only.
+    if close_fds && unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 1 << 2) } < 0 {
+        return 1;
+    }
 
     let _ = restore_mask.thread_set_mask();
     // SAFETY: argv and envp are NULL-terminated arrays of pointers to NUL-terminated strings

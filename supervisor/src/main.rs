@@ -119,6 +119,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", requires = "preload")]
     pub library: Option<PathBuf>,
 
+    /// Close every inherited descriptor above 2 before the program starts, so no host-stack
+    /// socket the caller left open reaches it.
+    #[arg(long)]
+    pub close_fds: bool,
+
     /// At exit, write how many calls of each kind the supervisor served to FILE (JSON).
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,

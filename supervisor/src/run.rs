@@ -180,6 +180,7 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         &args.program,
         &args.args,
         env.as_deref(),
+        args.close_fds,
         &program,
         &original_mask,
     )
