@@ -52,10 +52,14 @@ pub enum EmbeddedError {
 }
 
 /// Starts an embedded server for `stack` (isolated or joined) in a child process and returns
-/// the client's end of its connection. With `path`, the server also listens there.
+/// the client's end of its connection and the child's pid. With `path`, the server also
+/// listens there.
 ///
 /// Must be called while the supervisor is single-threaded (it forks).
-pub fn prepare(stack: &EmbeddedStack, path: Option<&Path>) -> Result<UnixStream, EmbeddedError> {
+pub fn prepare(
+    stack: &EmbeddedStack,
+    path: Option<&Path>,
+) -> Result<(UnixStream, nix::unistd::Pid), EmbeddedError> {
     let (client_end, server_end) = UnixStream::pair().map_err(EmbeddedError::SocketPair)?;
 
     // SAFETY: the caller guarantees a single-threaded process, so the child is consistent.
@@ -66,7 +70,7 @@ pub fn prepare(stack: &EmbeddedStack, path: Option<&Path>) -> Result<UnixStream,
             // SAFETY: ends the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { .. } => Ok(client_end),
+        ForkResult::Parent { child } => Ok((client_end, child)),
     }
 }
 

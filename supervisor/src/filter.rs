@@ -7,7 +7,9 @@
 //!
 //! What the filter does:
 //!
-//! * `socket(domain, …)` with `domain` in a redirected family → user notification.
+//! * `socket(domain, …)` with `domain` in a redirected family → user notification; or, when
+//!   the stack is the program's own namespace ([`Redirect::Pinned`]), no trap at all, and
+//!   instead no way out of that namespace.
 //! * `socketpair` in a redirected family other than `AF_UNIX` → `EOPNOTSUPP` (the server's
 //!   stack cannot make pairs; the kernel gives the same answer for IP families).
 //! * `io_uring_setup`, `io_uring_enter`, `io_uring_register` → `ENOSYS`: a ring creates and
@@ -63,21 +65,19 @@ fn step<T>(
 
 const LOW_32: ScmpCompareOp = ScmpCompareOp::MaskedEqual(0xffff_ffff);
 
-/// Builds the filter for `hijack` and `policy` and returns it as BPF instructions ready for
-/// seccomp(2).
-pub fn build(
-    hijack: &HijackSpec,
-    policy: &Policy,
-    hybrid_cookie: Option<u64>,
-) -> Result<Vec<BpfInstruction>, FilterError> {
-    let mut ctx = step("init", ScmpFilterContext::new_filter(ScmpAction::Allow))?;
-    step(
-        "bad-arch action",
-        ctx.set_act_badarch(ScmpAction::Errno(libc::ENOSYS)),
-    )?;
-    // The child sets no_new_privs itself right before loading the filter.
-    step("nnp", ctx.set_ctl_nnp(false))?;
+/// How the program's sockets reach the stack it should use.
+#[derive(Debug, Clone, Copy)]
+pub enum Redirect<'a> {
+    /// Trap `socket()` in these families; the supervisor installs the server's socket.
+    Trap(&'a HijackSpec),
+    /// The stack is the network namespace the program already runs in (the embedded server
+    /// for the current namespace), so a native `socket()` already lands in it and trapping
+    /// would only add a round trip. Instead the program is kept in that namespace: calls
+    /// that would move it or its children to another one are refused.
+    Pinned,
+}
 
+fn trap_sockets(ctx: &mut ScmpFilterContext, hijack: &HijackSpec) -> Result<(), FilterError> {
     let socket = ScmpSyscall::from_name("socket").expect("x86-64 has socket");
     let socketpair = ScmpSyscall::from_name("socketpair").expect("x86-64 has socketpair");
     for family in hijack.families() {
@@ -96,6 +96,57 @@ pub fn build(
                 ),
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses every way into another network namespace: `unshare` and `clone` with
+/// `CLONE_NEWNET` (`EPERM`), `setns` to a network namespace or to an unnamed type (the
+/// filter cannot see what the descriptor is; `EPERM`), and `clone3`, whose flags sit in
+/// memory the filter cannot read (`ENOSYS`, on which glibc falls back to `clone`).
+fn pin_network_namespace(ctx: &mut ScmpFilterContext) -> Result<(), FilterError> {
+    let newnet = libc::CLONE_NEWNET as u64;
+    let has_newnet = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(newnet), newnet);
+    for name in ["unshare", "clone"] {
+        let nr = ScmpSyscall::from_name(name).expect("x86-64 has unshare and clone");
+        step(
+            "namespace rule",
+            ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), nr, &[has_newnet]),
+        )?;
+    }
+    let setns = ScmpSyscall::from_name("setns").expect("x86-64 has setns");
+    for nstype in [0, newnet] {
+        let kind = ScmpArgCompare::new(1, LOW_32, nstype);
+        step(
+            "setns rule",
+            ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), setns, &[kind]),
+        )?;
+    }
+    let clone3 = ScmpSyscall::from_name("clone3").expect("x86-64 has clone3");
+    step(
+        "clone3 rule",
+        ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), clone3),
+    )
+}
+
+/// Builds the filter for `redirect` and `policy` and returns it as BPF instructions ready for
+/// seccomp(2).
+pub fn build(
+    redirect: Redirect<'_>,
+    policy: &Policy,
+    hybrid_cookie: Option<u64>,
+) -> Result<Vec<BpfInstruction>, FilterError> {
+    let mut ctx = step("init", ScmpFilterContext::new_filter(ScmpAction::Allow))?;
+    step(
+        "bad-arch action",
+        ctx.set_act_badarch(ScmpAction::Errno(libc::ENOSYS)),
+    )?;
+    // The child sets no_new_privs itself right before loading the filter.
+    step("nnp", ctx.set_ctl_nnp(false))?;
+
+    match redirect {
+        Redirect::Trap(hijack) => trap_sockets(&mut ctx, hijack)?,
+        Redirect::Pinned => pin_network_namespace(&mut ctx)?,
     }
 
     // A second listener would let the program answer its own socket() calls once the
@@ -205,7 +256,8 @@ mod tests {
 
     #[test]
     fn default_selection_builds_a_program() {
-        let prog = build(&HijackSpec::default(), &Policy::allow_all(), None).unwrap();
+        let hijack = HijackSpec::default();
+        let prog = build(Redirect::Trap(&hijack), &Policy::allow_all(), None).unwrap();
         assert!(prog.len() > 10, "program has {} instructions", prog.len());
         assert!(prog.len() < u16::MAX as usize);
     }
@@ -213,8 +265,12 @@ mod tests {
     #[test]
     fn a_narrow_selection_builds_a_shorter_program() {
         let none = Policy::allow_all();
-        let all = build(&HijackSpec::default(), &none, None).unwrap();
-        let inet = build(&HijackSpec::parse("socket=inet").unwrap(), &none, None).unwrap();
+        let (default, inet) = (
+            HijackSpec::default(),
+            HijackSpec::parse("socket=inet").unwrap(),
+        );
+        let all = build(Redirect::Trap(&default), &none, None).unwrap();
+        let inet = build(Redirect::Trap(&inet), &none, None).unwrap();
         assert!(inet.len() < all.len());
     }
 }

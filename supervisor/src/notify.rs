@@ -91,6 +91,20 @@ pub enum SocketSource {
     /// The supervisor's own network namespace: the embedded server for the current stack
     /// reduced to its essence, a socket(2) on the worker's thread, with no round trip.
     Direct,
+    /// Another namespace the supervisor may enter (it holds `CAP_SYS_ADMIN` over it): each
+    /// worker thread joins it once and then makes sockets there itself. A thread that cannot
+    /// join asks the server instead.
+    Namespace {
+        /// The namespace.
+        netns: OwnedFd,
+        /// The server hosting it, for threads that cannot join.
+        server: Client,
+    },
+}
+
+thread_local! {
+    /// Whether this worker thread has joined the stack's namespace (`None`: not tried yet).
+    static JOINED: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
 impl SocketSource {
@@ -99,6 +113,28 @@ impl SocketSource {
             SocketSource::Server(client) => client.create_socket(domain, ty, protocol),
             SocketSource::Direct => sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
                 .map_err(CallError::Errno),
+            SocketSource::Namespace { netns, server } => {
+                let joined = JOINED.with(|j| {
+                    if let Some(known) = j.get() {
+                        return known;
+                    }
+                    let joined = match sys::setns_net(netns.as_fd()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            debug!(error = %e, "cannot join the stack's namespace; asking the server");
+                            false
+                        }
+                    };
+                    j.set(Some(joined));
+                    joined
+                });
+                if joined {
+                    sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
+                        .map_err(CallError::Errno)
+                } else {
+                    server.create_socket(domain, ty, protocol)
+                }
+            }
         }
     }
 }

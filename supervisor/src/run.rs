@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::audit::Audit;
 use crate::blocking;
 use crate::embedded::{self, EmbeddedStack};
+use crate::filter::Redirect;
 use crate::launch::{self, LaunchError};
 use crate::notify::SocketSource;
 use crate::{filter, hybrid, notify, sys, Failure, RunArgs};
@@ -155,12 +156,24 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
             SocketSource::Direct
         }
         (None, _) => {
-            let stream =
+            let (stream, child) =
                 embedded::prepare(&stack, library_socket.as_deref()).or_fail(Failure::Os)?;
             let client = Client::from_stream(stream, retry, identity)
                 .context("embedded stack server")
                 .or_fail(Failure::ServerUnavailable)?;
-            SocketSource::Server(client)
+            // The handshake is answered from inside the stack, so the child's namespace is
+            // final now. Workers that may enter it make sockets without a round trip.
+            let netns = match &stack {
+                EmbeddedStack::Netns(path) => path.clone(),
+                _ => format!("/proc/{child}/ns/net").into(),
+            };
+            match std::fs::File::open(&netns) {
+                Ok(file) => SocketSource::Namespace {
+                    netns: file.into(),
+                    server: client,
+                },
+                Err(_) => SocketSource::Server(client),
+            }
         }
     };
 
@@ -171,7 +184,13 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         ),
         None => None,
     };
-    let program = filter::build(&hijack, &policy, hybrid.as_ref().map(|h| h.1))
+    // Without a server and without a stack of its own, the program's sockets belong in the
+    // namespace it already runs in: pin it there rather than trap every socket().
+    let redirect = match (&sockets, &hybrid) {
+        (SocketSource::Direct, None) => Redirect::Pinned,
+        _ => Redirect::Trap(&hijack),
+    };
+    let program = filter::build(redirect, &policy, hybrid.as_ref().map(|h| h.1))
         .context("building the seccomp filter")
         .or_fail(Failure::Os)?;
     debug!(instructions = program.len(), %hijack, "filter built");

@@ -140,6 +140,13 @@ pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// `setns(fd, CLONE_NEWNET)`: moves the calling thread (only) into that network namespace.
+pub fn setns_net(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: integer arguments only; the descriptor is borrowed for the call.
+    let ret = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    Errno::result(ret).map(drop)
+}
+
 /// `ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)`: whether notification `id` is still pending, i.e.
 /// the thread is still blocked in that call, so memory read from it belongs to that call.
 pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
