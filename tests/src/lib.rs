@@ -29,6 +29,7 @@ pub mod process;
 pub mod python;
 pub mod server;
 pub mod tempdir;
+pub mod unprivileged;
 
 pub use bins::{hijack, python3, rumphijack, rumphijack_cmd};
 pub use netns::NetNs;
