@@ -19,8 +19,8 @@ use rumpclient::CallError;
 
 use crate::check::{self, AddrCopy};
 use crate::config::{self, Config};
-use crate::session;
 use crate::sys::{self, Errno};
+use crate::{pool, session};
 
 /// `UIO_MAXIOV`: the most messages one sendmmsg(2) sends.
 const MAX_MMSG: c_uint = 1024;
@@ -102,15 +102,20 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         }
 
         let asked_cloexec = ty & libc::SOCK_CLOEXEC != 0;
-        match session::create_socket(config, url, domain, ty & !libc::SOCK_CLOEXEC, protocol) {
-            // The received descriptor is close-on-exec (MSG_CMSG_CLOEXEC); keep that only if
-            // the program asked for it.
-            Ok(fd) => {
-                if !asked_cloexec {
-                    sys::set_cloexec(fd.as_raw_fd(), false)?;
-                }
-                Ok(fd.into_raw_fd())
-            }
+        let result = match pool::socket(config, url, domain, ty, protocol) {
+            Some(pooled) => pooled,
+            None => session::create_socket(config, url, domain, ty & !libc::SOCK_CLOEXEC, protocol)
+                .and_then(|fd| {
+                    // The received descriptor is close-on-exec (MSG_CMSG_CLOEXEC); keep that
+                    // only if the program asked for it.
+                    if !asked_cloexec {
+                        sys::set_cloexec(fd.as_raw_fd(), false).map_err(CallError::Errno)?;
+                    }
+                    Ok(fd.into_raw_fd())
+                }),
+        };
+        match result {
+            Ok(fd) => Ok(fd),
             Err(CallError::Errno(errno)) => Err(errno),
             Err(CallError::Die) => {
                 sys::write_stderr(

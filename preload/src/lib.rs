@@ -11,7 +11,9 @@
 //! * `socket()` in a redirected family asks the server for the socket over the library's own
 //!   Unix-domain connection ([`session`]); the descriptor the program gets is the received
 //!   one, a real kernel socket of the server's stack, so every later call on it is native.
-//!   Other families go to libc's `socket`.
+//!   TCP and UDP sockets over IPv4 and IPv6 come from a small pool the server filled ahead
+//!   of time, in batches, so most cost no round trip ([`pool`]). Other families go to libc's
+//!   `socket`.
 //! * With a policy, `connect`, `bind`, `listen`, `accept`/`accept4` and sends that carry an
 //!   address are decided in the process ([`check`]); a denied call returns -1 with the rule's
 //!   errno. Without one they go straight to libc.
@@ -65,5 +67,6 @@
 mod check;
 mod config;
 mod interpose;
+mod pool;
 mod session;
 mod sys;

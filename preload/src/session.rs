@@ -38,6 +38,9 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+
+/// Serial number of the next session opened in this process.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 use std::time::Instant;
 
@@ -48,6 +51,12 @@ use crate::sys;
 
 /// Lowest descriptor number the connection is moved to.
 pub const HIGH_FD: i32 = 768;
+
+/// The lowest number the library's own descriptors are moved to: [`HIGH_FD`], or half the
+/// soft `RLIMIT_NOFILE` when that is lower.
+pub fn high_floor() -> i32 {
+    HIGH_FD.min(sys::open_files_limit() / 2).max(3)
+}
 
 /// Which descriptor the current connection is, as recorded when it was set up. The fields are
 /// updated one by one: a reader that sees a mix of two connections finds a mismatch and opens
@@ -72,9 +81,7 @@ impl Recorded {
 
     /// Moves a fresh connection to a high close-on-exec descriptor and records it.
     fn place(&self, stream: UnixStream) -> std::io::Result<UnixStream> {
-        let limit = sys::open_files_limit();
-        let min = HIGH_FD.min(limit / 2).max(3);
-        let high = sys::dup_cloexec_at_least(stream.as_raw_fd(), min)
+        let high = sys::dup_cloexec_at_least(stream.as_raw_fd(), high_floor())
             .map_err(std::io::Error::from_raw_os_error)?;
         drop(stream);
         let (dev, ino) = sys::file_identity(high).unwrap_or_default();
@@ -89,6 +96,8 @@ impl Recorded {
 /// An open session and what is known about its descriptor.
 #[derive(Debug)]
 struct Session {
+    /// Tells this session from the ones before it, for [`Epoch`].
+    serial: u64,
     client: Client,
     recorded: Arc<Recorded>,
     in_flight: AtomicUsize,
@@ -154,6 +163,11 @@ fn register_atfork() {
     }
 }
 
+/// Which connection to the server a socket came from: the session and its client's
+/// connection count. Sockets of different epochs may belong to different stacks (a restarted
+/// server), so sockets kept for later are dropped when the epoch changes.
+pub type Epoch = (u64, u64);
+
 /// A socket from the server's stack: socket(2) with `ty` (`SOCK_CLOEXEC` already removed).
 pub fn create_socket(
     config: &Config,
@@ -162,8 +176,49 @@ pub fn create_socket(
     ty: i32,
     protocol: i32,
 ) -> Result<OwnedFd, CallError> {
+    request(config, url, |client| {
+        client.create_socket(domain, ty, protocol)
+    })
+    .map(|(fd, _)| fd)
+}
+
+/// Up to `count` sockets from the server's stack in one round trip (at least one on
+/// success), and the epoch they belong to.
+pub fn create_sockets(
+    config: &Config,
+    url: &ServerUrl,
+    domain: i32,
+    ty: i32,
+    protocol: i32,
+    count: usize,
+) -> Result<(Vec<OwnedFd>, Epoch), CallError> {
+    request(config, url, |client| {
+        client.create_sockets(domain, ty, protocol, count)
+    })
+}
+
+/// True when the current connection may be gone: none is open, or the server has hung up or
+/// sent something unasked (it only ever sends `Error` on its own, before closing). Never
+/// true merely because another thread is waiting for a reply. Costs one poll(2).
+pub fn connection_in_doubt() -> bool {
+    let state = lock();
+    match &state.link {
+        Link::Up(session) if session.in_flight.load(Ordering::Acquire) > 0 => false,
+        Link::Up(session) => !sys::quiet(session.recorded.fd.load(Ordering::Acquire)),
+        Link::Unconnected | Link::Dead(_) => true,
+    }
+}
+
+/// Runs one request on the current session (opened if need be); returns its result and the
+/// epoch it ran in.
+fn request<T>(
+    config: &Config,
+    url: &ServerUrl,
+    call: impl FnOnce(&Client) -> Result<T, CallError>,
+) -> Result<(T, Epoch), CallError> {
     let session = acquire(config, url)?;
-    let result = session.client.create_socket(domain, ty, protocol);
+    let result = call(&session.client);
+    let epoch = (session.serial, session.client.connections());
 
     // A connection the client gave up on stays given up on: record it before this call stops
     // counting as in flight, so that no other thread mistakes the closed descriptor for one
@@ -175,7 +230,7 @@ pub fn create_socket(
         }
     }
     session.in_flight.fetch_sub(1, Ordering::AcqRel);
-    result
+    result.map(|value| (value, epoch))
 }
 
 /// The session to send a request on, counted as in flight; opened if need be.
@@ -246,6 +301,7 @@ fn open(config: &Config, url: &ServerUrl) -> Result<Arc<Session>, CallError> {
                     notice(&format!("connected to {url} after {attempts} attempts"));
                 }
                 return Ok(Arc::new(Session {
+                    serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
                     client,
                     recorded,
                     in_flight: AtomicUsize::new(0),

@@ -419,6 +419,38 @@ pub fn file_identity(fd: c_int) -> Option<(u64, u64)> {
     Some((st.st_dev, st.st_ino))
 }
 
+/// True when poll(2) finds nothing to report on `fd`: no data to read, no hang-up, and `fd`
+/// is open. Does not wait.
+pub fn quiet(fd: c_int) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd, and the count says one.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    rc == 0
+}
+
+/// fcntl(F_DUPFD) or, with `cloexec`, fcntl(F_DUPFD_CLOEXEC): a duplicate at the lowest free
+/// number, as socket(2) or dup(2) would pick.
+pub fn dup_lowest(fd: c_int, cloexec: bool) -> Result<c_int, Errno> {
+    let cmd = if cloexec {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
+    // SAFETY: F_DUPFD and F_DUPFD_CLOEXEC take an integer.
+    check(unsafe { libc::fcntl(fd, cmd, 0) } as isize).map(|r| r as c_int)
+}
+
+/// Sets `O_NONBLOCK` with fcntl(F_SETFL), on a descriptor whose other status flags are clear
+/// (a fresh socket's are).
+pub fn set_nonblocking(fd: c_int) -> Result<(), Errno> {
+    // SAFETY: F_SETFL takes an integer.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) } as isize).map(drop)
+}
+
 /// close(2), ignoring the result (the descriptor is gone either way, close(2) NOTES).
 pub fn close(fd: c_int) {
     // SAFETY: the caller owns `fd`; closing it touches no memory.

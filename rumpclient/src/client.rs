@@ -27,8 +27,15 @@
 //!
 //! The request that was in flight may or may not have reached the old server. It is sent
 //! again on the new connection only if doing it twice cannot be observed: see
-//! [`Request::safe_to_resend`]. `CreateSocket` qualifies, because a socket created by the old
-//! server either reached us (and then there was no loss) or died with the connection.
+//! [`Request::safe_to_resend`]. `CreateSocket` and `CreateSockets` qualify, because a socket
+//! created by the old server either reached us (and then there was no loss) or died with the
+//! connection.
+//!
+//! # Batches
+//!
+//! [`Client::create_sockets`] asks for several sockets of one kind in one round trip
+//! (protocol version 2). On a connection to a version 1 server it asks for one socket the old
+//! way, so callers need not care which server they reached.
 //! A request that leaves state behind on the server would return `ENOTCONN` instead.
 //!
 //! # Notices
@@ -54,10 +61,14 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{ErrorCode, Message, PROTOCOL_VERSION};
+use crate::protocol::{
+    ErrorCode, Message, BATCH_PROTOCOL_VERSION, MAX_SOCKET_BATCH, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::url::ServerUrl;
 use crate::wire::{self, WireError};
@@ -141,7 +152,8 @@ pub enum ConnectError {
         /// What connect(2) returned.
         source: io::Error,
     },
-    /// The server answered `Hello` with `Error`, or with another protocol version.
+    /// The server answered `Hello` with `Error`, or with a protocol version this client does
+    /// not speak.
     #[error("{url} refused the session: {code}: {message}")]
     Refused {
         /// The server.
@@ -204,13 +216,16 @@ pub struct Client {
     retry: RetryPolicy,
     id: Identity,
     conn: Mutex<Conn>,
+    /// Connections made so far: 1, plus one per reconnect.
+    connections: AtomicU64,
     /// Kept apart from `conn` so that reading it never waits for a request or a reconnect.
     stack: Mutex<String>,
     notice: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 enum Conn {
-    Up(UnixStream),
+    /// Connected; the protocol version the server agreed to.
+    Up(UnixStream, u16),
     /// Lost for good: no address to reconnect to, or the policy said stop.
     Dead,
 }
@@ -234,9 +249,9 @@ impl Client {
         retry: RetryPolicy,
         id: Identity,
     ) -> Result<Client, ConnectError> {
-        let (stream, stack) = open(&url, &id, None)?;
-        tracing::info!(%url, %stack, "connected to stack server");
-        Ok(Client::new(Endpoint::Url(url), stream, stack, retry, id))
+        let (stream, welcome) = open(&url, &id, None)?;
+        tracing::info!(%url, stack = %welcome.stack, "connected to stack server");
+        Ok(Client::new(Endpoint::Url(url), stream, welcome, retry, id))
     }
 
     /// Like [`Client::connect`], but every connection, this one and each reconnect, passes
@@ -247,9 +262,9 @@ impl Client {
         id: Identity,
         setup: ConnectionSetup,
     ) -> Result<Client, ConnectError> {
-        let (stream, stack) = open(&url, &id, Some(&setup))?;
-        tracing::info!(%url, %stack, "connected to stack server");
-        let mut client = Client::new(Endpoint::Url(url), stream, stack, retry, id);
+        let (stream, welcome) = open(&url, &id, Some(&setup))?;
+        tracing::info!(%url, stack = %welcome.stack, "connected to stack server");
+        let mut client = Client::new(Endpoint::Url(url), stream, welcome, retry, id);
         client.setup = Some(setup);
         Ok(client)
     }
@@ -261,15 +276,15 @@ impl Client {
         retry: RetryPolicy,
         id: Identity,
     ) -> Result<Client, ConnectError> {
-        let stack = handshake(&stream, &Endpoint::Embedded, &id)?;
-        tracing::info!(%stack, "connected to embedded stack server");
-        Ok(Client::new(Endpoint::Embedded, stream, stack, retry, id))
+        let welcome = handshake(&stream, &Endpoint::Embedded, &id)?;
+        tracing::info!(stack = %welcome.stack, "connected to embedded stack server");
+        Ok(Client::new(Endpoint::Embedded, stream, welcome, retry, id))
     }
 
     fn new(
         endpoint: Endpoint,
         stream: UnixStream,
-        stack: String,
+        welcome: Welcome,
         retry: RetryPolicy,
         id: Identity,
     ) -> Client {
@@ -278,8 +293,9 @@ impl Client {
             setup: None,
             retry,
             id,
-            conn: Mutex::new(Conn::Up(stream)),
-            stack: Mutex::new(stack),
+            conn: Mutex::new(Conn::Up(stream, welcome.version)),
+            connections: AtomicU64::new(1),
+            stack: Mutex::new(welcome.stack),
             notice: Box::new(|line| eprintln!("rumpclient: {line}")),
         }
     }
@@ -318,6 +334,46 @@ impl Client {
         };
         match self.call(&request)? {
             Reply::Socket(fd) => Ok(fd),
+            Reply::Sockets(_) => unreachable!("create-socket is answered with one socket"),
+        }
+    }
+
+    /// Up to `count` sockets as [`Client::create_socket`] makes them, in one round trip;
+    /// `count` is capped at [`MAX_SOCKET_BATCH`] and raised to 1. The result holds at least
+    /// one socket: fewer than asked when the server's socket(2) failed midway (the error is
+    /// dropped: the next request meets it again), and `Err` with that error when it failed
+    /// at the first. A version 1 server is asked for one socket.
+    pub fn create_sockets(
+        &self,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        count: usize,
+    ) -> Result<Vec<OwnedFd>, CallError> {
+        let request = Request::CreateSockets {
+            domain,
+            ty: ty & !libc::SOCK_CLOEXEC,
+            protocol,
+            count: count.clamp(1, usize::from(MAX_SOCKET_BATCH)) as u8,
+        };
+        match self.call(&request)? {
+            Reply::Socket(fd) => Ok(vec![fd]),
+            Reply::Sockets(fds) => Ok(fds),
+        }
+    }
+
+    /// How many connections this client has made: 1, plus one per reconnect. A caller that
+    /// keeps sockets from the server can tell by a change that they came from an earlier
+    /// connection, possibly to another stack.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// The protocol version of the current connection; `None` when there is none.
+    pub fn protocol_version(&self) -> Option<u16> {
+        match &*lock(&self.conn) {
+            Conn::Up(_, version) => Some(*version),
+            Conn::Dead => None,
         }
     }
 
@@ -326,10 +382,10 @@ impl Client {
         let mut conn = lock(&self.conn);
         let mut resends = 0;
         loop {
-            let Conn::Up(stream) = &*conn else {
+            let Conn::Up(stream, version) = &*conn else {
                 return Err(self.dead_error());
             };
-            let lost = match exchange(stream, request) {
+            let lost = match exchange(stream, &request.for_version(*version)) {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(errno)) => return Err(CallError::Errno(errno)),
                 Err(lost) => lost,
@@ -339,7 +395,10 @@ impl Client {
             // even if reconnecting takes long.
             *conn = Conn::Dead;
             match self.recover(&lost) {
-                Some(stream) => *conn = Conn::Up(stream),
+                Some((stream, version)) => {
+                    *conn = Conn::Up(stream, version);
+                    self.connections.fetch_add(1, Ordering::AcqRel);
+                }
                 None => return Err(self.dead_error()),
             }
 
@@ -363,9 +422,9 @@ impl Client {
         (self.notice)(line);
     }
 
-    /// Decides what a loss means under the policy; returns a new connection or `None` when the
-    /// client is now dead.
-    fn recover(&self, lost: &Lost) -> Option<UnixStream> {
+    /// Decides what a loss means under the policy; returns a new connection and its protocol
+    /// version, or `None` when the client is now dead.
+    fn recover(&self, lost: &Lost) -> Option<(UnixStream, u16)> {
         let endpoint = &self.endpoint;
         tracing::info!(server = %endpoint, error = %lost, policy = %self.retry, "connection lost");
         let url = match (&self.endpoint, self.retry) {
@@ -404,7 +463,7 @@ impl Client {
     }
 
     /// Tries to reach `url` again until the policy gives up.
-    fn reconnect(&self, url: &ServerUrl) -> Option<UnixStream> {
+    fn reconnect(&self, url: &ServerUrl) -> Option<(UnixStream, u16)> {
         let lost_at = Instant::now();
         let mut last_notice = lost_at;
         let mut backoff = Backoff::new();
@@ -412,14 +471,14 @@ impl Client {
         loop {
             attempts += 1;
             let error = match open(url, &self.id, self.setup.as_ref()) {
-                Ok((stream, stack)) => {
+                Ok((stream, Welcome { version, stack })) => {
                     let secs = lost_at.elapsed().as_secs_f64();
                     tracing::info!(%url, %stack, attempts, secs, "reconnected to stack server");
                     self.notice(&format!(
                         "reconnected to {url} after {secs:.1}s; stack: {stack}"
                     ));
                     *lock(&self.stack) = stack;
-                    return Some(stream);
+                    return Some((stream, version));
                 }
                 Err(e) => error_chain(&e),
             };
@@ -475,12 +534,21 @@ fn error_chain(e: &dyn StdError) -> String {
     out
 }
 
+/// What the server said in `Welcome`.
+#[derive(Debug)]
+struct Welcome {
+    /// The protocol version of the session.
+    version: u16,
+    /// The server's description of its stack.
+    stack: String,
+}
+
 /// Connects to `url`, passes the stream through `setup`, and does the handshake.
 fn open(
     url: &ServerUrl,
     id: &Identity,
     setup: Option<&ConnectionSetup>,
-) -> Result<(UnixStream, String), ConnectError> {
+) -> Result<(UnixStream, Welcome), ConnectError> {
     let endpoint = || Endpoint::Url(url.clone());
     let connect_error = |source| ConnectError::Connect {
         url: endpoint(),
@@ -490,13 +558,12 @@ fn open(
     if let Some(setup) = setup {
         stream = setup(stream).map_err(connect_error)?;
     }
-    let stack = handshake(&stream, &endpoint(), id)?;
-    Ok((stream, stack))
+    let welcome = handshake(&stream, &endpoint(), id)?;
+    Ok((stream, welcome))
 }
 
-/// Sends `Hello` and waits (at most [`HANDSHAKE_TIMEOUT`]) for `Welcome`; returns the stack
-/// description.
-fn handshake(stream: &UnixStream, url: &Endpoint, id: &Identity) -> Result<String, ConnectError> {
+/// Sends `Hello` and waits (at most [`HANDSHAKE_TIMEOUT`]) for `Welcome`.
+fn handshake(stream: &UnixStream, url: &Endpoint, id: &Identity) -> Result<Welcome, ConnectError> {
     let timeout_err = |source| ConnectError::Timeout {
         url: url.clone(),
         source,
@@ -538,11 +605,15 @@ fn handshake(stream: &UnixStream, url: &Endpoint, id: &Identity) -> Result<Strin
     if fd.is_some() {
         return Err(ConnectError::UnexpectedReply {
             url: url.clone(),
-            reply: format!("{} with a descriptor attached", kind_of(&reply)),
+            reply: format!("{} with a descriptor attached", reply.kind_name()),
         });
     }
     match reply {
-        Message::Welcome { version, stack } if version == PROTOCOL_VERSION => Ok(stack),
+        Message::Welcome { version, stack }
+            if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) =>
+        {
+            Ok(Welcome { version, stack })
+        }
         Message::Welcome { version, .. } => Err(ConnectError::Refused {
             url: url.clone(),
             code: ErrorCode::Version,
@@ -557,31 +628,33 @@ fn handshake(stream: &UnixStream, url: &Endpoint, id: &Identity) -> Result<Strin
         }),
         other => Err(ConnectError::UnexpectedReply {
             url: url.clone(),
-            reply: kind_of(&other).to_owned(),
+            reply: other.kind_name().to_owned(),
         }),
-    }
-}
-
-fn kind_of(msg: &Message) -> &'static str {
-    match msg {
-        Message::Hello { .. } => "hello",
-        Message::Welcome { .. } => "welcome",
-        Message::CreateSocket { .. } => "create-socket",
-        Message::SocketReply { .. } => "socket-reply",
-        Message::Error { .. } => "error",
     }
 }
 
 /// A request a client sends after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Request {
-    CreateSocket { domain: i32, ty: i32, protocol: i32 },
+    CreateSocket {
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    },
+    CreateSockets {
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        count: u8,
+    },
 }
 
 /// The successful result of a request.
 #[derive(Debug)]
 enum Reply {
     Socket(OwnedFd),
+    /// At least one socket.
+    Sockets(Vec<OwnedFd>),
 }
 
 /// Why a connection can no longer be used.
@@ -619,6 +692,35 @@ impl Request {
                 ty,
                 protocol,
             },
+            Request::CreateSockets {
+                domain,
+                ty,
+                protocol,
+                count,
+            } => Message::CreateSockets {
+                domain,
+                ty,
+                protocol,
+                count,
+            },
+        }
+    }
+
+    /// The request as a server speaking `version` understands it: a batch becomes a single
+    /// socket for a version 1 server.
+    fn for_version(&self, version: u16) -> Request {
+        match *self {
+            Request::CreateSockets {
+                domain,
+                ty,
+                protocol,
+                ..
+            } if version < BATCH_PROTOCOL_VERSION => Request::CreateSocket {
+                domain,
+                ty,
+                protocol,
+            },
+            other => other,
         }
     }
 
@@ -631,41 +733,94 @@ impl Request {
     /// gets `ENOTCONN` instead of a possible duplicate.
     fn safe_to_resend(&self) -> bool {
         match self {
-            Request::CreateSocket { .. } => true,
+            Request::CreateSocket { .. } | Request::CreateSockets { .. } => true,
         }
     }
 
     /// Reads the reply: `Ok(Ok(_))` success, `Ok(Err(errno))` the server's errno, `Err(_)` the
     /// reply breaks the session.
-    fn interpret(&self, reply: Message, fd: Option<OwnedFd>) -> Result<Result<Reply, i32>, Lost> {
-        let Request::CreateSocket { domain, ty, .. } = *self;
-        match (reply, fd) {
-            (Message::SocketReply { errno: 0 }, Some(fd)) => {
-                check_socket(&fd, domain, ty).map_err(Lost::Violation)?;
-                Ok(Ok(Reply::Socket(fd)))
-            }
-            (Message::SocketReply { errno: 0 }, None) => Err(Lost::Violation(
-                "socket reply reports success but carries no descriptor".into(),
-            )),
-            // Dropping the descriptor closes it.
-            (Message::SocketReply { errno }, Some(_)) => Err(Lost::Violation(format!(
-                "socket reply reports errno {errno} but carries a descriptor"
-            ))),
-            (Message::SocketReply { errno }, None) => Ok(Err(errno)),
-            (Message::Error { code, message }, _) => Err(Lost::Server { code, message }),
-            (other, _) => Err(Lost::Violation(format!(
-                "{} in reply to create-socket",
-                kind_of(&other)
-            ))),
+    fn interpret(&self, reply: Message, fds: Vec<OwnedFd>) -> Result<Result<Reply, i32>, Lost> {
+        if let Message::Error { code, message } = reply {
+            return Err(Lost::Server { code, message });
+        }
+        match *self {
+            Request::CreateSocket { domain, ty, .. } => interpret_single(domain, ty, reply, fds),
+            Request::CreateSockets {
+                domain, ty, count, ..
+            } => interpret_batch(domain, ty, count, reply, fds),
         }
     }
+}
+
+/// The reply to `CreateSocket`: `SocketReply` with one descriptor exactly when it succeeded.
+fn interpret_single(
+    domain: i32,
+    ty: i32,
+    reply: Message,
+    fds: Vec<OwnedFd>,
+) -> Result<Result<Reply, i32>, Lost> {
+    let Message::SocketReply { errno } = reply else {
+        return Err(Lost::Violation(format!(
+            "{} in reply to create-socket",
+            reply.kind_name()
+        )));
+    };
+    // Dropping descriptors that should not be there closes them.
+    let mut fds = fds.into_iter();
+    match (errno, fds.next(), fds.len()) {
+        (0, Some(fd), 0) => {
+            check_socket(&fd, domain, ty).map_err(Lost::Violation)?;
+            Ok(Ok(Reply::Socket(fd)))
+        }
+        (0, None, _) => Err(Lost::Violation(
+            "socket reply reports success but carries no descriptor".into(),
+        )),
+        (0, Some(_), extra) => Err(Lost::Violation(format!(
+            "socket reply carries {} descriptors",
+            extra + 1
+        ))),
+        (errno, Some(_), _) => Err(Lost::Violation(format!(
+            "socket reply reports errno {errno} but carries a descriptor"
+        ))),
+        (errno, None, _) => Ok(Err(errno)),
+    }
+}
+
+/// The reply to `CreateSockets`: `SocketsReply` with as many descriptors as it announces, no
+/// more than were asked for, each the socket asked for.
+fn interpret_batch(
+    domain: i32,
+    ty: i32,
+    asked: u8,
+    reply: Message,
+    fds: Vec<OwnedFd>,
+) -> Result<Result<Reply, i32>, Lost> {
+    let Message::SocketsReply { count, errno } = reply else {
+        return Err(Lost::Violation(format!(
+            "{} in reply to create-sockets",
+            reply.kind_name()
+        )));
+    };
+    if usize::from(count) != fds.len() || count > asked {
+        return Err(Lost::Violation(format!(
+            "sockets reply announces {count} of {asked} sockets but carries {} descriptors",
+            fds.len()
+        )));
+    }
+    if fds.is_empty() {
+        return Ok(Err(errno));
+    }
+    for fd in &fds {
+        check_socket(fd, domain, ty).map_err(Lost::Violation)?;
+    }
+    Ok(Ok(Reply::Sockets(fds)))
 }
 
 /// Sends one request and reads its reply.
 fn exchange(stream: &UnixStream, request: &Request) -> Result<Result<Reply, i32>, Lost> {
     wire::send(stream, &request.message(), None).map_err(Lost::Wire)?;
-    let (reply, fd) = wire::recv(stream).map_err(Lost::Wire)?;
-    request.interpret(reply, fd)
+    let (reply, fds) = wire::recv_with_fds(stream).map_err(Lost::Wire)?;
+    request.interpret(reply, fds)
 }
 
 /// Checks that `fd` is a socket of the family and type that were asked for, with

@@ -16,14 +16,34 @@
 //! [`Message::Welcome`] (or [`Message::Error`] and a close). After that the client sends one
 //! request at a time and reads its reply before sending the next. A
 //! [`Message::SocketReply`] with `errno == 0` carries exactly one descriptor as
-//! `SCM_RIGHTS` ancillary data on the same `sendmsg`.
+//! `SCM_RIGHTS` ancillary data on the same `sendmsg`; a [`Message::SocketsReply`] carries
+//! `count` of them, all in one `SCM_RIGHTS` message. No other frame carries descriptors.
+//!
+//! # Versions
+//!
+//! Version 2 added the batch request [`Message::CreateSockets`] and its reply. A server
+//! accepts every version from [`MIN_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`] and answers
+//! `Welcome` with the version the client asked for, so a version 1 client keeps working
+//! unchanged; a client knows from `Welcome` whether it may send batches. A server refuses a
+//! version newer than its own, so a version 2 client needs a version 2 server.
 //!
 //! The decoder never panics on any input; it is fuzzed by `fuzz/fuzz_targets/frame_decoder.rs`.
 
 use std::fmt;
 
-/// The protocol version this crate speaks. A server refuses any other.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this crate speaks. A server refuses newer ones.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest protocol version a server still accepts.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// The first version with [`Message::CreateSockets`].
+pub const BATCH_PROTOCOL_VERSION: u16 = 2;
+
+/// Most sockets one [`Message::CreateSockets`] may ask for, and so the most descriptors one
+/// frame carries. Far below the kernel's `SCM_MAX_FD` (253, unix(7)); large enough that one
+/// round trip is a small share of each socket's cost.
+pub const MAX_SOCKET_BATCH: u8 = 32;
 
 /// Sent at the start of [`Message::Hello`] so that a server can tell a stray peer from a client.
 pub const HELLO_MAGIC: [u8; 4] = *b"RUMP";
@@ -102,6 +122,28 @@ pub enum Message {
         /// 0 on success, else a positive errno value.
         errno: i32,
     },
+    /// Client → server (version 2): create up to `count` sockets of one kind in one round
+    /// trip. Answered by [`Message::SocketsReply`].
+    CreateSockets {
+        /// `domain` argument of socket(2).
+        domain: i32,
+        /// `type` argument of socket(2), as in [`Message::CreateSocket`].
+        ty: i32,
+        /// `protocol` argument of socket(2).
+        protocol: i32,
+        /// How many, 1 to [`MAX_SOCKET_BATCH`].
+        count: u8,
+    },
+    /// Server → client: the result of `CreateSockets`. `count` descriptors are attached, all
+    /// in one `SCM_RIGHTS` message; fewer than were asked for when socket(2) failed midway,
+    /// and then `errno` says why (it is 0 when the whole batch was made). `count == 0`
+    /// requires a non-zero `errno`.
+    SocketsReply {
+        /// Descriptors attached, 0 to [`MAX_SOCKET_BATCH`].
+        count: u8,
+        /// 0, or the positive errno value of the socket(2) that ended the batch.
+        errno: i32,
+    },
     /// Server → client: the session is over; the server closes the connection after this.
     Error {
         /// Class of the failure.
@@ -116,6 +158,8 @@ const KIND_WELCOME: u8 = 2;
 const KIND_CREATE_SOCKET: u8 = 3;
 const KIND_SOCKET_REPLY: u8 = 4;
 const KIND_ERROR: u8 = 5;
+const KIND_CREATE_SOCKETS: u8 = 6;
+const KIND_SOCKETS_REPLY: u8 = 7;
 
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,9 +185,16 @@ pub enum DecodeError {
     /// `Error` carries an unknown code.
     #[error("unknown error code {0}")]
     BadErrorCode(u16),
-    /// `SocketReply` carries a negative errno.
+    /// `SocketReply` or `SocketsReply` carries a negative errno.
     #[error("socket reply carries negative errno {0}")]
     BadErrno(i32),
+    /// `CreateSockets` asks for no socket or more than [`MAX_SOCKET_BATCH`], or
+    /// `SocketsReply` claims more than that many.
+    #[error("{0} counts {1} sockets, outside its limits (at most {MAX_SOCKET_BATCH})")]
+    BadCount(&'static str, u8),
+    /// `SocketsReply` carries no descriptor and no errno.
+    #[error("sockets reply carries neither a socket nor an errno")]
+    EmptyBatch,
 }
 
 /// Reads the length prefix of a frame: how many bytes follow it.
@@ -156,6 +207,28 @@ pub fn frame_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, DecodeError> {
 }
 
 impl Message {
+    /// How many descriptors a well-formed frame of this message carries.
+    pub fn descriptors(&self) -> usize {
+        match self {
+            Message::SocketReply { errno: 0 } => 1,
+            Message::SocketsReply { count, .. } => usize::from(*count),
+            _ => 0,
+        }
+    }
+
+    /// Short name of the message's kind, for logs and errors.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Welcome { .. } => "welcome",
+            Message::CreateSocket { .. } => "create-socket",
+            Message::SocketReply { .. } => "socket-reply",
+            Message::CreateSockets { .. } => "create-sockets",
+            Message::SocketsReply { .. } => "sockets-reply",
+            Message::Error { .. } => "error",
+        }
+    }
+
     /// Encodes the message as a complete frame, length prefix included.
     ///
     /// Strings longer than the frame allows are cut at a character boundary, so encoding
@@ -192,6 +265,23 @@ impl Message {
             }
             Message::SocketReply { errno } => {
                 w.u8(KIND_SOCKET_REPLY);
+                w.i32(*errno);
+            }
+            Message::CreateSockets {
+                domain,
+                ty,
+                protocol,
+                count,
+            } => {
+                w.u8(KIND_CREATE_SOCKETS);
+                w.i32(*domain);
+                w.i32(*ty);
+                w.i32(*protocol);
+                w.u8(*count);
+            }
+            Message::SocketsReply { count, errno } => {
+                w.u8(KIND_SOCKETS_REPLY);
+                w.u8(*count);
                 w.i32(*errno);
             }
             Message::Error { code, message } => {
@@ -248,6 +338,37 @@ impl Message {
                     return Err(DecodeError::BadErrno(errno));
                 }
                 r.finish(Message::SocketReply { errno })
+            }
+            KIND_CREATE_SOCKETS => {
+                let what = "create-sockets";
+                let mut r = Reader::new(what, body);
+                let (domain, ty, protocol) = (r.i32()?, r.i32()?, r.i32()?);
+                let count = r.u8()?;
+                if count == 0 || count > MAX_SOCKET_BATCH {
+                    return Err(DecodeError::BadCount(what, count));
+                }
+                let msg = Message::CreateSockets {
+                    domain,
+                    ty,
+                    protocol,
+                    count,
+                };
+                r.finish(msg)
+            }
+            KIND_SOCKETS_REPLY => {
+                let what = "sockets-reply";
+                let mut r = Reader::new(what, body);
+                let (count, errno) = (r.u8()?, r.i32()?);
+                if count > MAX_SOCKET_BATCH {
+                    return Err(DecodeError::BadCount(what, count));
+                }
+                if errno < 0 {
+                    return Err(DecodeError::BadErrno(errno));
+                }
+                if count == 0 && errno == 0 {
+                    return Err(DecodeError::EmptyBatch);
+                }
+                r.finish(Message::SocketsReply { count, errno })
             }
             KIND_ERROR => {
                 let mut r = Reader::new("error", body);
@@ -328,6 +449,9 @@ impl<'a> Reader<'a> {
         out.copy_from_slice(self.bytes(N)?);
         Ok(out)
     }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        self.array().map(u8::from_le_bytes)
+    }
     fn u16(&mut self) -> Result<u16, DecodeError> {
         self.array().map(u16::from_le_bytes)
     }
@@ -387,6 +511,62 @@ mod tests {
             code: ErrorCode::Version,
             message: "server speaks 1".into(),
         });
+        round_trip(Message::CreateSockets {
+            domain: libc::AF_INET,
+            ty: libc::SOCK_DGRAM,
+            protocol: libc::IPPROTO_UDP,
+            count: MAX_SOCKET_BATCH,
+        });
+        round_trip(Message::SocketsReply {
+            count: 3,
+            errno: libc::EMFILE,
+        });
+        round_trip(Message::SocketsReply {
+            count: 0,
+            errno: libc::EAFNOSUPPORT,
+        });
+    }
+
+    #[test]
+    fn batch_counts_outside_limits_are_refused() {
+        for count in [0, MAX_SOCKET_BATCH + 1, u8::MAX] {
+            let frame = Message::CreateSockets {
+                domain: 2,
+                ty: 1,
+                protocol: 0,
+                count,
+            }
+            .encode();
+            assert!(
+                matches!(Message::decode(&frame[4..]), Err(DecodeError::BadCount(..))),
+                "{count}"
+            );
+        }
+        let frame = Message::SocketsReply {
+            count: MAX_SOCKET_BATCH + 1,
+            errno: 0,
+        }
+        .encode();
+        assert!(matches!(
+            Message::decode(&frame[4..]),
+            Err(DecodeError::BadCount(..))
+        ));
+        let frame = Message::SocketsReply { count: 0, errno: 0 }.encode();
+        assert_eq!(Message::decode(&frame[4..]), Err(DecodeError::EmptyBatch));
+        let frame = Message::SocketsReply {
+            count: 1,
+            errno: -1,
+        }
+        .encode();
+        assert_eq!(Message::decode(&frame[4..]), Err(DecodeError::BadErrno(-1)));
+    }
+
+    #[test]
+    fn descriptor_counts_follow_the_message() {
+        assert_eq!(Message::SocketReply { errno: 0 }.descriptors(), 1);
+        assert_eq!(Message::SocketReply { errno: 1 }.descriptors(), 0);
+        let batch = Message::SocketsReply { count: 5, errno: 0 };
+        assert_eq!(batch.descriptors(), 5);
     }
 
     #[test]
@@ -444,6 +624,19 @@ mod tests {
         #[test]
         fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn decoder_never_panics_on_batch_kinds(
+            kind in prop_oneof![Just(KIND_CREATE_SOCKETS), Just(KIND_SOCKETS_REPLY)],
+            body in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let mut frame = vec![kind];
+            frame.extend_from_slice(&body);
+            if let Ok(msg) = Message::decode(&frame) {
+                prop_assert_eq!(&msg.encode()[4..], &frame[..]);
+                prop_assert!(msg.descriptors() <= usize::from(MAX_SOCKET_BATCH));
+            }
         }
 
         #[test]

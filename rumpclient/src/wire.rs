@@ -1,9 +1,16 @@
-//! Sending and receiving frames over a Unix stream socket, with an optional descriptor
-//! attached as `SCM_RIGHTS` (unix(7)).
+//! Sending and receiving frames over a Unix stream socket, with descriptors attached as
+//! `SCM_RIGHTS` (unix(7)).
 //!
-//! Both ends use these two functions, so a frame and the descriptor that belongs to it always
-//! travel in one `sendmsg` and are read back together: the descriptor is received with the
-//! first byte of its frame.
+//! Both ends use these functions, so a frame and the descriptors that belong to it always
+//! travel in one `sendmsg` and are read back together: they are received with the first byte
+//! of their frame. A frame carries at most [`MAX_FDS_PER_FRAME`] descriptors (a batch reply);
+//! [`recv_message`] and [`send_message`], for frames of one descriptor at most, keep that
+//! stricter rule for their callers.
+//!
+//! The receive buffer for ancillary data has room for one descriptor more than a frame may
+//! carry, so that a peer sending too many is detected (the frame is refused) rather than
+//! silently cut short: the kernel discards descriptors that do not fit and sets `MSG_CTRUNC`
+//! (`scm_detach_fds` in net/core/scm.c), which is refused too.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -12,7 +19,12 @@ use nix::cmsg_space;
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-use crate::protocol::{frame_len, DecodeError, Message, LEN_PREFIX, MAX_FRAME_LEN};
+use crate::protocol::{
+    frame_len, DecodeError, Message, LEN_PREFIX, MAX_FRAME_LEN, MAX_SOCKET_BATCH,
+};
+
+/// Most descriptors one frame may carry.
+pub const MAX_FDS_PER_FRAME: usize = MAX_SOCKET_BATCH as usize;
 
 /// Why a frame could not be sent or received.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +38,7 @@ pub enum WireError {
     /// The frame arrived but is not a valid message.
     #[error("malformed frame: {0}")]
     Malformed(#[from] DecodeError),
-    /// More than one descriptor, or a descriptor on a frame that must not carry one.
+    /// More descriptors than the frame may carry, or ancillary data cut short.
     #[error("unexpected ancillary data on a frame")]
     UnexpectedAncillary,
     /// The system call failed.
@@ -68,14 +80,34 @@ pub fn send_message(
     msg: &Message,
     fd: Option<BorrowedFd<'_>>,
 ) -> Result<(), WireError> {
+    match fd {
+        Some(fd) => send_message_with_fds(sock, msg, &[fd]),
+        None => send_message_with_fds(sock, msg, &[]),
+    }
+}
+
+/// Sends one message with `fds` attached, all in one `SCM_RIGHTS` message. More than
+/// [`MAX_FDS_PER_FRAME`] descriptors are refused before anything is sent.
+pub fn send_message_with_fds(
+    sock: BorrowedFd<'_>,
+    msg: &Message,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), WireError> {
+    if fds.len() > MAX_FDS_PER_FRAME {
+        return Err(WireError::UnexpectedAncillary);
+    }
     let frame = msg.encode();
-    let raw_fds: [RawFd; 1] = [fd.map_or(-1, |f| f.as_raw_fd())];
+    let mut raw_fds: [RawFd; MAX_FDS_PER_FRAME] = [-1; MAX_FDS_PER_FRAME];
+    for (raw, fd) in raw_fds.iter_mut().zip(fds) {
+        *raw = fd.as_raw_fd();
+    }
+    let raw_fds = &raw_fds[..fds.len()];
     let mut sent = 0;
     while sent < frame.len() {
         let iov = [IoSlice::new(&frame[sent..])];
-        // The descriptor goes with the first byte only.
-        let cmsgs: &[ControlMessage<'_>] = &[ControlMessage::ScmRights(&raw_fds)];
-        let cmsgs = if sent == 0 && fd.is_some() {
+        // The descriptors go with the first byte only.
+        let cmsgs: &[ControlMessage<'_>] = &[ControlMessage::ScmRights(raw_fds)];
+        let cmsgs = if sent == 0 && !fds.is_empty() {
             cmsgs
         } else {
             &[]
@@ -95,26 +127,40 @@ pub fn send_message(
 /// program the receiver executes. A frame larger than [`MAX_FRAME_LEN`] is refused as soon
 /// as its length prefix is read, before its body is.
 pub fn recv_message(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>), WireError> {
+    let (msg, mut fds) = recv_message_with_fds(sock)?;
+    if fds.len() > 1 {
+        // Dropping them closes them.
+        return Err(WireError::UnexpectedAncillary);
+    }
+    Ok((msg, fds.pop()))
+}
+
+/// Receives one message and the descriptors that came with it, at most
+/// [`MAX_FDS_PER_FRAME`]; otherwise as [`recv_message`]. Whether the number fits the message
+/// is for the caller to check ([`Message::descriptors`]).
+pub fn recv_message_with_fds(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), WireError> {
     let mut prefix = [0u8; LEN_PREFIX];
-    let mut fd = None;
-    read_exact(sock, &mut prefix, &mut fd, true)?;
+    let mut fds = Vec::new();
+    read_exact(sock, &mut prefix, &mut fds, true)?;
     let len = frame_len(prefix)?;
     let mut body = vec![0u8; len];
     debug_assert!(len <= MAX_FRAME_LEN);
-    read_exact(sock, &mut body, &mut fd, false)?;
-    Ok((Message::decode(&body)?, fd))
+    read_exact(sock, &mut body, &mut fds, false)?;
+    Ok((Message::decode(&body)?, fds))
 }
 
-/// Reads exactly `buf.len()` bytes, collecting at most one passed descriptor into `fd`.
+/// Reads exactly `buf.len()` bytes, collecting at most [`MAX_FDS_PER_FRAME`] passed
+/// descriptors into `fds`.
 fn read_exact(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
-    fd: &mut Option<OwnedFd>,
+    fds: &mut Vec<OwnedFd>,
     at_frame_start: bool,
 ) -> Result<(), WireError> {
     let mut got = 0;
     while got < buf.len() {
-        let mut cmsg_buf = cmsg_space!([RawFd; 2]);
+        // Room for one more than allowed, to tell "too many" from "exactly the limit".
+        let mut cmsg_buf = cmsg_space!([RawFd; MAX_FDS_PER_FRAME + 1]);
         let mut iov = [IoSliceMut::new(&mut buf[got..])];
         let res = recvmsg::<()>(
             sock.as_raw_fd(),
@@ -130,14 +176,14 @@ fn read_exact(
         let n = msg.bytes;
         let mut extra = false;
         for cmsg in msg.cmsgs().map_err(|e| io_error("recvmsg", e))? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for raw in fds {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                for raw in received {
                     // SAFETY: SCM_RIGHTS just installed `raw` in this process and nothing
                     // else refers to it, so taking ownership is sound (and closes it on drop
                     // if it is refused below).
                     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    if fd.is_none() {
-                        *fd = Some(owned);
+                    if fds.len() < MAX_FDS_PER_FRAME {
+                        fds.push(owned);
                     } else {
                         extra = true;
                     }
@@ -165,6 +211,20 @@ pub fn send<S: AsFd>(sock: &S, msg: &Message, fd: Option<BorrowedFd<'_>>) -> Res
 }
 
 /// Convenience for callers holding any descriptor-owning type.
+pub fn send_with_fds<S: AsFd>(
+    sock: &S,
+    msg: &Message,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), WireError> {
+    send_message_with_fds(sock.as_fd(), msg, fds)
+}
+
+/// Convenience for callers holding any descriptor-owning type.
+pub fn recv_with_fds<S: AsFd>(sock: &S) -> Result<(Message, Vec<OwnedFd>), WireError> {
+    recv_message_with_fds(sock.as_fd())
+}
+
+/// Convenience for callers holding any descriptor-owning type.
 pub fn recv<S: AsFd>(sock: &S) -> Result<(Message, Option<OwnedFd>), WireError> {
     recv_message(sock.as_fd())
 }
@@ -189,6 +249,64 @@ mod tests {
             0,
             "received descriptors are close-on-exec"
         );
+    }
+
+    #[test]
+    fn a_full_batch_travels_in_one_frame() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let pipes: Vec<_> = (0..MAX_FDS_PER_FRAME)
+            .map(|_| nix::unistd::pipe().unwrap().0)
+            .collect();
+        let fds: Vec<_> = pipes.iter().map(|p| p.as_fd()).collect();
+        let reply = Message::SocketsReply {
+            count: MAX_SOCKET_BATCH,
+            errno: 0,
+        };
+        send_with_fds(&a, &reply, &fds).unwrap();
+        let (msg, got) = recv_with_fds(&b).unwrap();
+        assert_eq!(msg, reply);
+        assert_eq!(got.len(), MAX_FDS_PER_FRAME);
+    }
+
+    #[test]
+    fn more_descriptors_than_a_frame_may_carry_are_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let pipes: Vec<_> = (0..=MAX_FDS_PER_FRAME)
+            .map(|_| nix::unistd::pipe().unwrap().0)
+            .collect();
+        let fds: Vec<_> = pipes.iter().map(|p| p.as_fd()).collect();
+        let reply = Message::SocketsReply { count: 1, errno: 0 };
+        assert!(matches!(
+            send_with_fds(&a, &reply, &fds),
+            Err(WireError::UnexpectedAncillary)
+        ));
+
+        // A peer that sends them anyway, bypassing the check.
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let frame = reply.encode();
+        let cmsgs = [ControlMessage::ScmRights(&raw)];
+        sendmsg::<()>(
+            a.as_raw_fd(),
+            &[IoSlice::new(&frame)],
+            &cmsgs,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            recv_with_fds(&b),
+            Err(WireError::UnexpectedAncillary)
+        ));
+    }
+
+    #[test]
+    fn single_descriptor_receivers_refuse_a_batch() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (p1, _w1) = nix::unistd::pipe().unwrap();
+        let (p2, _w2) = nix::unistd::pipe().unwrap();
+        let reply = Message::SocketsReply { count: 2, errno: 0 };
+        send_with_fds(&a, &reply, &[p1.as_fd(), p2.as_fd()]).unwrap();
+        assert!(matches!(recv(&b), Err(WireError::UnexpectedAncillary)));
     }
 
     #[test]

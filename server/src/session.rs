@@ -4,6 +4,32 @@
 //! the thread's network namespace is the stack every socket of the session is created in.
 //! Anything a client sends, however broken, ends at worst in an [`Message::Error`] reply
 //! and a closed connection: the session never panics on input.
+//!
+//! # Versions and batches
+//!
+//! Clients of every protocol version from [`MIN_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`]
+//! are served; `Welcome` repeats the client's version. A batch request
+//! ([`Message::CreateSockets`], version 2) makes up to [`MAX_SOCKET_BATCH`] sockets — the
+//! decoder refuses larger counts, and the session caps them again — and sends them all in
+//! one reply. When socket(2) fails partway (`EMFILE`, `ENFILE`, `ENOBUFS`), the sockets made
+//! so far are sent with the errno that stopped the batch; when it fails at once, none are.
+//!
+//! # Made ahead of time
+//!
+//! A client that asks for a batch will likely ask for the same kind again soon, and waits for
+//! the answer. So once a batch reply is sent, the session makes the next batch of that kind
+//! (the same count) while the client is busy using the last one, and answers the next
+//! request of that kind from it, topping it up if the client asks for more. Sockets made
+//! ahead of time are created in the session's stack like any other and are fresh when handed
+//! over. At most [`PREPARED_KINDS`] kinds are kept per session, the oldest dropped first, so
+//! a session holds at most `PREPARED_KINDS × MAX_SOCKET_BATCH` unused sockets; they close
+//! with the session.
+//!
+//! ## Limitations
+//!
+//! * Sockets made ahead of time count against the server's `RLIMIT_NOFILE`. A session stops
+//!   making them ahead at the first failure (such as `EMFILE`), and makes each batch on
+//!   request from then on.
 
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -14,11 +40,21 @@ use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use nix::unistd::geteuid;
-use rumpclient::protocol::{ErrorCode, Message, PROTOCOL_VERSION};
+use std::os::fd::OwnedFd;
+
+use rumpclient::protocol::{
+    ErrorCode, Message, MAX_SOCKET_BATCH, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use rumpclient::wire::{self, WireError};
 
 use crate::netns::describe_stack;
 use crate::sys;
+
+/// Most kinds of socket one session keeps a batch of, made ahead of time.
+pub const PREPARED_KINDS: usize = 2;
+
+/// The arguments of socket(2) that make one kind of socket.
+type Kind = (i32, i32, i32);
 
 /// How long a new client may take to send its `Hello`.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +161,10 @@ pub(crate) struct Session<'a> {
     hello_timeout: Duration,
     pid: u32,
     sockets: u64,
+    /// Batches made ahead of time, oldest first.
+    prepared: Vec<(Kind, Vec<OwnedFd>)>,
+    /// False once making a batch ahead of time has failed.
+    prepare: bool,
 }
 
 /// What to do after a received frame.
@@ -147,6 +187,8 @@ impl<'a> Session<'a> {
             hello_timeout,
             pid: 0,
             sockets: 0,
+            prepared: Vec::new(),
+            prepare: true,
         }
     }
 
@@ -179,7 +221,7 @@ impl<'a> Session<'a> {
             )) => (version, pid, program),
             Ok((Message::Hello { .. }, Some(_))) => return self.refuse_unexpected_fd(),
             Ok((other, _)) => {
-                let message = format!("expected hello, got {}", kind_name(&other));
+                let message = format!("expected hello, got {}", other.kind_name());
                 return self.refuse(ErrorCode::Sequence, message);
             }
             Err(WireError::Io { source, .. }) if source.raw_os_error() == Some(libc::EAGAIN) => {
@@ -188,15 +230,17 @@ impl<'a> Session<'a> {
             }
             Err(e) => return self.recv_failed(e),
         };
-        if version != PROTOCOL_VERSION {
-            let message =
-                format!("client speaks protocol {version}, server speaks {PROTOCOL_VERSION}");
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+            let message = format!(
+                "client speaks protocol {version}, server speaks \
+                 {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+            );
             return self.refuse(ErrorCode::Version, message);
         }
         self.pid = pid;
-        tracing::debug!(pid, uid = cred.uid(), program, "client connected");
+        tracing::debug!(pid, uid = cred.uid(), program, version, "client connected");
         let welcome = Message::Welcome {
-            version: PROTOCOL_VERSION,
+            version,
             stack: describe_stack(),
         };
         self.send("welcome", &welcome, None)?;
@@ -225,8 +269,17 @@ impl<'a> Session<'a> {
                 self.create_socket(domain, ty, protocol)?;
                 Ok(Step::Continue)
             }
+            Message::CreateSockets {
+                domain,
+                ty,
+                protocol,
+                count,
+            } => {
+                self.create_sockets(domain, ty, protocol, count)?;
+                Ok(Step::Continue)
+            }
             other => {
-                let message = format!("unexpected {} after the handshake", kind_name(&other));
+                let message = format!("unexpected {} after the handshake", other.kind_name());
                 self.refuse(ErrorCode::Sequence, message).map(Step::End)
             }
         }
@@ -252,6 +305,93 @@ impl<'a> Session<'a> {
                 };
                 self.send("socket reply", &reply, None)
             }
+        }
+    }
+
+    /// Creates up to `count` sockets and hands them over in one reply; the server's copies
+    /// close when this returns.
+    fn create_sockets(
+        &mut self,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        count: u8,
+    ) -> Result<(), SessionError> {
+        // As in `create_socket`: the server's copies are always close-on-exec.
+        let ty = (ty & !libc::SOCK_CLOEXEC) | libc::SOCK_CLOEXEC;
+        let kind = (domain, ty, protocol);
+        let count = count.min(MAX_SOCKET_BATCH);
+
+        // Made ahead of time first, then fresh ones for the rest.
+        let mut made = self.take_prepared(kind, usize::from(count));
+        let missing = count - made.len() as u8;
+        let (fresh, errno) = make_batch(missing, || sys::socket(domain, ty, protocol));
+        made.extend(fresh);
+        tracing::debug!(
+            pid = self.pid,
+            domain,
+            ty,
+            protocol,
+            asked = count,
+            made = made.len(),
+            errno,
+            "created sockets"
+        );
+        let reply = Message::SocketsReply {
+            count: made.len() as u8,
+            errno,
+        };
+        let fds: Vec<_> = made.iter().map(AsFd::as_fd).collect();
+        wire::send_with_fds(&self.stream, &reply, &fds).map_err(|source| SessionError::Send {
+            what: "sockets reply",
+            pid: self.pid,
+            source,
+        })?;
+        self.sockets += made.len() as u64;
+        drop(made);
+
+        // The client is busy with this batch: make its next one now.
+        if errno == 0 && self.prepare {
+            self.prepare_batch(kind, count);
+        }
+        Ok(())
+    }
+
+    /// Up to `count` sockets of `kind` made ahead of time.
+    fn take_prepared(&mut self, kind: Kind, count: usize) -> Vec<OwnedFd> {
+        let Some(at) = self.prepared.iter().position(|(k, _)| *k == kind) else {
+            return Vec::new();
+        };
+        let ready = &mut self.prepared[at].1;
+        let keep = ready.len().saturating_sub(count);
+        ready.split_off(keep)
+    }
+
+    /// Makes `count` sockets of `kind` for a later request, dropping the oldest kind kept
+    /// when there are too many.
+    fn prepare_batch(&mut self, kind: Kind, count: u8) {
+        let at = match self.prepared.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                if self.prepared.len() == PREPARED_KINDS {
+                    self.prepared.remove(0);
+                }
+                self.prepared.push((kind, Vec::new()));
+                self.prepared.len() - 1
+            }
+        };
+        let ready = &mut self.prepared[at].1;
+        let missing = usize::from(count).saturating_sub(ready.len()) as u8;
+        let (domain, ty, protocol) = kind;
+        let (fresh, errno) = make_batch(missing, || sys::socket(domain, ty, protocol));
+        ready.extend(fresh);
+        if errno != 0 {
+            tracing::debug!(
+                pid = self.pid,
+                errno,
+                "no longer making sockets ahead of time"
+            );
+            self.prepare = false;
         }
     }
 
@@ -323,14 +463,18 @@ impl<'a> Session<'a> {
     }
 }
 
-fn kind_name(msg: &Message) -> &'static str {
-    match msg {
-        Message::Hello { .. } => "hello",
-        Message::Welcome { .. } => "welcome",
-        Message::CreateSocket { .. } => "create-socket",
-        Message::SocketReply { .. } => "socket reply",
-        Message::Error { .. } => "error",
+/// Calls `make` up to `count` times (at most [`MAX_SOCKET_BATCH`]), stopping at the first
+/// failure: the sockets made, and 0 or the errno that stopped the batch.
+fn make_batch(count: u8, mut make: impl FnMut() -> Result<OwnedFd, Errno>) -> (Vec<OwnedFd>, i32) {
+    let count = count.min(MAX_SOCKET_BATCH);
+    let mut made = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        match make() {
+            Ok(fd) => made.push(fd),
+            Err(errno) => return (made, errno as i32),
+        }
     }
+    (made, 0)
 }
 
 #[cfg(test)]
@@ -390,6 +534,215 @@ mod tests {
             0,
             "connection closed after"
         );
+    }
+
+    /// Runs a session on one end of a socket pair and shakes hands as `version` on the other.
+    fn session_pair(version: u16) -> (UnixStream, std::thread::JoinHandle<SessionEnd>) {
+        let (server, client) = UnixStream::pair().unwrap();
+        let session = std::thread::spawn(move || {
+            let stopping = AtomicBool::new(false);
+            let opts = ServeOptions::new();
+            Session::new(server, &opts, &stopping, HELLO_TIMEOUT)
+                .run()
+                .unwrap()
+        });
+        let hello = Message::Hello {
+            version,
+            pid: 1,
+            program: "test".into(),
+        };
+        wire::send(&client, &hello, None).unwrap();
+        (client, session)
+    }
+
+    #[test]
+    fn batch_of_sockets_arrives_in_one_reply() {
+        let (client, session) = session_pair(PROTOCOL_VERSION);
+        let (welcome, _) = wire::recv(&client).unwrap();
+        assert!(matches!(
+            welcome,
+            Message::Welcome {
+                version: PROTOCOL_VERSION,
+                ..
+            }
+        ));
+        let request = Message::CreateSockets {
+            domain: libc::AF_UNIX,
+            ty: libc::SOCK_DGRAM | libc::SOCK_NONBLOCK,
+            protocol: 0,
+            count: MAX_SOCKET_BATCH,
+        };
+        wire::send(&client, &request, None).unwrap();
+        let (reply, fds) = wire::recv_with_fds(&client).unwrap();
+        let full = Message::SocketsReply {
+            count: MAX_SOCKET_BATCH,
+            errno: 0,
+        };
+        assert_eq!(reply, full);
+        assert_eq!(fds.len(), usize::from(MAX_SOCKET_BATCH));
+        for fd in &fds {
+            let ty = getsockopt(fd, sockopt::SockType).unwrap();
+            assert_eq!(ty, nix::sys::socket::SockType::Datagram);
+            let fl = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(fd), nix::fcntl::F_GETFL);
+            assert_ne!(fl.unwrap() & libc::O_NONBLOCK, 0, "SOCK_NONBLOCK honoured");
+        }
+        drop(client);
+        let end = session.join().unwrap();
+        let sockets = u64::from(MAX_SOCKET_BATCH);
+        assert_eq!(end, SessionEnd::Closed { sockets });
+    }
+
+    #[test]
+    fn next_batch_is_made_ahead_of_time_and_topped_up() {
+        let (client, session) = session_pair(PROTOCOL_VERSION);
+        wire::recv(&client).unwrap();
+        let ask = |count| {
+            let request = Message::CreateSockets {
+                domain: libc::AF_UNIX,
+                ty: libc::SOCK_STREAM,
+                protocol: 0,
+                count,
+            };
+            wire::send(&client, &request, None).unwrap();
+            let (reply, fds) = wire::recv_with_fds(&client).unwrap();
+            assert_eq!(reply, Message::SocketsReply { count, errno: 0 });
+            assert_eq!(fds.len(), usize::from(count));
+            fds
+        };
+        // 2 made on request, 2 ahead; then 2 from those and 3 fresh.
+        let mut all = ask(2);
+        all.extend(ask(5));
+        all.extend(ask(1));
+        let inodes: std::collections::HashSet<_> = all
+            .iter()
+            .map(|fd| {
+                nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(fd))
+                    .unwrap()
+                    .st_ino
+            })
+            .collect();
+        assert_eq!(
+            inodes.len(),
+            8,
+            "every socket handed over is a distinct one"
+        );
+        drop(client);
+        assert_eq!(session.join().unwrap(), SessionEnd::Closed { sockets: 8 });
+    }
+
+    #[test]
+    fn batch_that_fails_at_once_carries_only_the_errno() {
+        let (client, session) = session_pair(PROTOCOL_VERSION);
+        wire::recv(&client).unwrap();
+        let request = Message::CreateSockets {
+            domain: 4242,
+            ty: libc::SOCK_STREAM,
+            protocol: 0,
+            count: 4,
+        };
+        wire::send(&client, &request, None).unwrap();
+        let (reply, fds) = wire::recv_with_fds(&client).unwrap();
+        let none = Message::SocketsReply {
+            count: 0,
+            errno: libc::EAFNOSUPPORT,
+        };
+        assert_eq!(reply, none);
+        assert!(fds.is_empty());
+        drop(client);
+        session.join().unwrap();
+    }
+
+    #[test]
+    fn batch_over_the_cap_is_refused_as_malformed() {
+        let (client, session) = session_pair(PROTOCOL_VERSION);
+        wire::recv(&client).unwrap();
+        let mut frame = Message::CreateSockets {
+            domain: libc::AF_UNIX,
+            ty: libc::SOCK_STREAM,
+            protocol: 0,
+            count: 1,
+        }
+        .encode();
+        *frame.last_mut().unwrap() = MAX_SOCKET_BATCH + 1;
+        std::io::Write::write_all(&mut &client, &frame).unwrap();
+        let (reply, fds) = wire::recv_with_fds(&client).unwrap();
+        assert!(fds.is_empty());
+        assert!(
+            matches!(
+                reply,
+                Message::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        assert!(matches!(
+            session.join().unwrap(),
+            SessionEnd::Refused {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn partial_batch_stops_at_the_first_failure() {
+        let mut left = 3;
+        let (made, errno) = make_batch(8, || {
+            if left == 0 {
+                return Err(Errno::EMFILE);
+            }
+            left -= 1;
+            sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)
+        });
+        assert_eq!((made.len(), errno), (3, libc::EMFILE));
+
+        let mut calls = 0;
+        let (made, errno) = make_batch(u8::MAX, || {
+            calls += 1;
+            sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)
+        });
+        assert_eq!((made.len(), errno), (usize::from(MAX_SOCKET_BATCH), 0));
+        assert_eq!(calls, usize::from(MAX_SOCKET_BATCH), "the cap holds");
+    }
+
+    #[test]
+    fn version_1_clients_are_still_served() {
+        let (client, session) = session_pair(1);
+        let (welcome, _) = wire::recv(&client).unwrap();
+        assert!(
+            matches!(welcome, Message::Welcome { version: 1, .. }),
+            "{welcome:?}"
+        );
+        let request = Message::CreateSocket {
+            domain: libc::AF_UNIX,
+            ty: libc::SOCK_STREAM,
+            protocol: 0,
+        };
+        wire::send(&client, &request, None).unwrap();
+        let (reply, fd) = wire::recv(&client).unwrap();
+        assert_eq!(reply, Message::SocketReply { errno: 0 });
+        assert!(fd.is_some());
+        drop(client);
+        assert_eq!(session.join().unwrap(), SessionEnd::Closed { sockets: 1 });
+    }
+
+    #[test]
+    fn version_0_clients_are_refused() {
+        let (client, session) = session_pair(0);
+        let (reply, _) = wire::recv(&client).unwrap();
+        assert!(
+            matches!(
+                reply,
+                Message::Error {
+                    code: ErrorCode::Version,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        session.join().unwrap();
     }
 
     #[test]

@@ -505,3 +505,115 @@ fn identity_names_this_test_binary() {
     assert_eq!(me.pid, std::process::id());
     assert!(me.program.starts_with("rumpclient"), "{}", me.program);
 }
+
+/// Makes one batch request for `asked` Unix stream sockets to an embedded-style server that
+/// welcomes with `version` and answers with `reply` and `fds`; returns the request the server
+/// saw and what the client made of the answer.
+fn batch_answered_with(
+    version: u16,
+    asked: usize,
+    reply: Message,
+    fds: Vec<OwnedFd>,
+) -> (Message, Result<Vec<OwnedFd>, CallError>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || {
+        wire::recv(&theirs).unwrap();
+        let welcome = Message::Welcome {
+            version,
+            stack: "batch".into(),
+        };
+        wire::send(&theirs, &welcome, None).unwrap();
+        let (request, _) = wire::recv(&theirs).unwrap();
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        wire::send_with_fds(&theirs, &reply, &borrowed).unwrap();
+        let _ = wire::recv(&theirs);
+        request
+    });
+    let mut client = Client::from_stream(ours, RetryPolicy::Never, id()).unwrap();
+    capture(&mut client);
+    let result = client.create_sockets(libc::AF_UNIX, libc::SOCK_STREAM, 0, asked);
+    drop(client);
+    (server.join().unwrap(), result)
+}
+
+fn unix_streams(n: usize) -> Vec<OwnedFd> {
+    (0..n)
+        .map(|_| sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).unwrap())
+        .collect()
+}
+
+#[test]
+fn batch_arrives_whole_in_one_round_trip() {
+    let reply = Message::SocketsReply { count: 4, errno: 0 };
+    let (request, result) = batch_answered_with(PROTOCOL_VERSION, 4, reply, unix_streams(4));
+    assert!(
+        matches!(request, Message::CreateSockets { count: 4, .. }),
+        "{request:?}"
+    );
+    assert_eq!(result.unwrap().len(), 4);
+}
+
+#[test]
+fn batch_size_is_capped() {
+    let reply = Message::SocketsReply { count: 1, errno: 0 };
+    let (request, result) = batch_answered_with(PROTOCOL_VERSION, 1000, reply, unix_streams(1));
+    assert!(
+        matches!(request, Message::CreateSockets { count, .. } if count == MAX_SOCKET_BATCH),
+        "{request:?}"
+    );
+    assert_eq!(result.unwrap().len(), 1);
+}
+
+#[test]
+fn partial_batch_is_a_success_and_empty_one_the_errno() {
+    let reply = Message::SocketsReply {
+        count: 2,
+        errno: libc::EMFILE,
+    };
+    let (_, result) = batch_answered_with(PROTOCOL_VERSION, 8, reply, unix_streams(2));
+    assert_eq!(result.unwrap().len(), 2);
+
+    let reply = Message::SocketsReply {
+        count: 0,
+        errno: libc::EMFILE,
+    };
+    let (_, result) = batch_answered_with(PROTOCOL_VERSION, 8, reply, Vec::new());
+    assert_eq!(result.unwrap_err(), CallError::Errno(libc::EMFILE));
+}
+
+#[test]
+fn batch_that_disagrees_with_its_descriptors_breaks_the_session() {
+    let lost = Err(CallError::Errno(libc::ENOTCONN));
+    let reply = Message::SocketsReply { count: 3, errno: 0 };
+    let (_, result) = batch_answered_with(PROTOCOL_VERSION, 4, reply, unix_streams(2));
+    assert_eq!(result.map(|v| v.len()), lost);
+
+    let reply = Message::SocketsReply { count: 3, errno: 0 };
+    let (_, result) = batch_answered_with(PROTOCOL_VERSION, 2, reply, unix_streams(3));
+    assert_eq!(result.map(|v| v.len()), lost, "more than asked for");
+
+    let reply = Message::SocketReply { errno: 0 };
+    let (_, result) = batch_answered_with(PROTOCOL_VERSION, 2, reply, unix_streams(1));
+    assert_eq!(result.map(|v| v.len()), lost, "single reply to a batch");
+
+    let mut fds = unix_streams(1);
+    fds.push(sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).unwrap());
+    let reply = Message::SocketsReply { count: 2, errno: 0 };
+    let (_, result) = batch_answered_with(PROTOCOL_VERSION, 2, reply, fds);
+    assert_eq!(
+        result.map(|v| v.len()),
+        lost,
+        "one socket of the wrong type"
+    );
+}
+
+#[test]
+fn version_1_server_is_asked_for_one_socket_at_a_time() {
+    let reply = Message::SocketReply { errno: 0 };
+    let (request, result) = batch_answered_with(1, 8, reply, unix_streams(1));
+    assert!(
+        matches!(request, Message::CreateSocket { .. }),
+        "{request:?}"
+    );
+    assert_eq!(result.unwrap().len(), 1);
+}
