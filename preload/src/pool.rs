@@ -64,7 +64,7 @@
 //!   copies open but forgotten.
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
-use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use libc::c_int;
 use rumpclient::{CallError, ServerUrl};
@@ -147,35 +147,18 @@ static POOLS: Mutex<Pools> = Mutex::new(Pools {
 });
 
 fn lock() -> MutexGuard<'static, Pools> {
-    static ATFORK: Once = Once::new();
-    ATFORK.call_once(register_atfork);
     POOLS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-thread_local! {
-    /// The pool lock, held by the forking thread from the prepare handler until the parent
-    /// and child handlers release it.
-    static HELD_OVER_FORK: std::cell::RefCell<Option<MutexGuard<'static, Pools>>> =
-        const { std::cell::RefCell::new(None) };
+/// The pool lock, taken by the session's fork handlers after the session lock and held over
+/// `fork()`, so a child never inherits it locked. The pool lock is never held while the
+/// session lock is taken, so that order cannot deadlock.
+pub(crate) struct ForkGuard {
+    _pools: MutexGuard<'static, Pools>,
 }
 
-extern "C" fn before_fork() {
-    let guard = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    HELD_OVER_FORK.with(|held| *held.borrow_mut() = Some(guard));
-}
-
-extern "C" fn after_fork() {
-    HELD_OVER_FORK.with(|held| drop(held.borrow_mut().take()));
-}
-
-fn register_atfork() {
-    // SAFETY: the handlers are `extern "C"` functions with no arguments that live as long as
-    // the library (which is never unloaded: it is preloaded). The pool lock is never held
-    // while the session lock is taken, so the order of the two libraries' handlers is free.
-    let rc = unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
-    if rc != 0 {
-        sys::write_stderr("librumphijack: pthread_atfork failed; fork may deadlock\n");
-    }
+pub(crate) fn hold_over_fork() -> ForkGuard {
+    ForkGuard { _pools: lock() }
 }
 
 /// The pool for `socket(domain, ty, protocol)`, if that kind is pooled.

@@ -47,7 +47,7 @@ use std::time::Instant;
 use rumpclient::{Backoff, CallError, Client, ConnectionSetup, Identity, RetryPolicy, ServerUrl};
 
 use crate::config::Config;
-use crate::sys;
+use crate::{pool, sys};
 
 /// Lowest descriptor number the connection is moved to.
 pub const HIGH_FD: i32 = 768;
@@ -138,16 +138,19 @@ fn lock() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The locks the forking thread holds from the prepare handler until the parent and child
+/// handlers release them: the session's, then the socket pool's.
+type ForkLocks = (MutexGuard<'static, State>, pool::ForkGuard);
+
 thread_local! {
-    /// The state lock, held by the forking thread from the prepare handler until the parent
-    /// and child handlers release it.
-    static HELD_OVER_FORK: std::cell::RefCell<Option<MutexGuard<'static, State>>> =
+    static HELD_OVER_FORK: std::cell::RefCell<Option<ForkLocks>> =
         const { std::cell::RefCell::new(None) };
 }
 
 extern "C" fn before_fork() {
-    let guard = STATE.lock().unwrap_or_else(PoisonError::into_inner);
-    HELD_OVER_FORK.with(|held| *held.borrow_mut() = Some(guard));
+    let state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+    let locks = (state, pool::hold_over_fork());
+    HELD_OVER_FORK.with(|held| *held.borrow_mut() = Some(locks));
 }
 
 extern "C" fn after_fork() {
