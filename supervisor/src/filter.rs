@@ -24,7 +24,8 @@
 //!   non-null fifth argument; the address-less form on a connected socket costs nothing),
 //!   and every `sendmsg`/`sendmmsg` (the filter cannot look inside a `msghdr`).
 //! * In hybrid mode (`--preload`), the checked calls above (but `sendto`, which uses all six
-//!   arguments) pass untrapped when their sixth argument carries the run's cookie: the preload library has decided them in-process.
+//!   arguments) pass untrapped when their sixth argument carries the run's cookie: the
+//!   preload library has decided them in-process.
 //!   Anything in the program can learn the cookie, so hybrid mode is not a security
 //!   boundary; `socket()` stays trapped, since the library never calls it for a redirected
 //!   family (it gets those sockets from the server itself).

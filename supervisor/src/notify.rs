@@ -114,20 +114,7 @@ impl SocketSource {
             SocketSource::Direct => sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
                 .map_err(CallError::Errno),
             SocketSource::Namespace { netns, server } => {
-                let joined = JOINED.with(|j| {
-                    if let Some(known) = j.get() {
-                        return known;
-                    }
-                    let joined = match sys::setns_net(netns.as_fd()) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            debug!(error = %e, "cannot join the stack's namespace; asking the server");
-                            false
-                        }
-                    };
-                    j.set(Some(joined));
-                    joined
-                });
+                let joined = join_once(netns.as_fd());
                 if joined {
                     sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
                         .map_err(CallError::Errno)
@@ -137,6 +124,21 @@ impl SocketSource {
             }
         }
     }
+}
+
+/// Joins `netns` on the first call in this thread; says whether this thread is in it.
+fn join_once(netns: BorrowedFd<'_>) -> bool {
+    JOINED.with(|joined| {
+        if let Some(known) = joined.get() {
+            return known;
+        }
+        let result = sys::setns_net(netns);
+        if let Err(e) = &result {
+            debug!(error = %e, "cannot join the stack's namespace; using the server");
+        }
+        joined.set(Some(result.is_ok()));
+        result.is_ok()
+    })
 }
 
 /// Everything the workers share.
