@@ -314,7 +314,7 @@ pub unsafe extern "C" fn sendto(
         }
         // SAFETY: sendto(2) requires `addr_len` readable bytes at a non-null `addr`.
         let copy = unsafe { AddrCopy::from_program(addr, addr_len)? };
-        check::decide_copy(config, Operation::Send, fd, copy.as_ref())?;
+        check::decide_copy(config, send_operation(flags), fd, copy.as_ref())?;
         let (name, name_len) = copy
             .as_ref()
             .map_or((addr, addr_len), |c| (c.as_ptr(), c.len()));
@@ -332,6 +332,7 @@ unsafe fn checked_name(
     config: &Config,
     fd: c_int,
     msg: *const msghdr,
+    flags: c_int,
 ) -> Result<Option<AddrCopy>, Errno> {
     if msg.is_null() {
         return Err(libc::EFAULT);
@@ -343,8 +344,18 @@ unsafe fn checked_name(
     }
     // SAFETY: the caller's obligation.
     let copy = unsafe { AddrCopy::from_program(name.cast(), name_len)? };
-    check::decide_copy(config, Operation::Send, fd, copy.as_ref())?;
+    check::decide_copy(config, send_operation(flags), fd, copy.as_ref())?;
     Ok(copy)
+}
+
+/// What a send with a destination does: with `MSG_FASTOPEN` it opens a TCP connection (TCP
+/// Fast Open, tcp(7)), which the `connect` rules decide; otherwise it sends a datagram.
+fn send_operation(flags: c_int) -> Operation {
+    if flags & libc::MSG_FASTOPEN != 0 {
+        Operation::Connect
+    } else {
+        Operation::Send
+    }
 }
 
 /// sendmsg(2), checked when the message carries an address.
@@ -360,7 +371,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
             return unsafe { sys::sendmsg(config.route, fd, msg, flags) };
         }
         // SAFETY: sendmsg(2) requires a valid `msg`.
-        let Some(name) = (unsafe { checked_name(config, fd, msg)? }) else {
+        let Some(name) = (unsafe { checked_name(config, fd, msg, flags)? }) else {
             // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { sys::sendmsg(config.route, fd, msg, flags) };
         };
@@ -401,7 +412,7 @@ pub unsafe extern "C" fn sendmmsg(
             // SAFETY: sendmmsg(2) requires `vlen` readable headers at `vec`.
             let header = unsafe { vec.add(i).read() };
             // SAFETY: as above, for the message inside.
-            match unsafe { checked_name(config, fd, &header.msg_hdr) } {
+            match unsafe { checked_name(config, fd, &header.msg_hdr, flags) } {
                 Ok(name) => {
                     headers.push(header);
                     names.push(name);

@@ -115,9 +115,12 @@ fn pin_network_namespace(ctx: &mut ScmpFilterContext) -> Result<(), FilterError>
             ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), nr, &[has_newnet]),
         )?;
     }
+    // setns with a pidfd takes a set of namespace types: any set naming CLONE_NEWNET, and 0
+    // (whatever the descriptor is), are refused.
     let setns = ScmpSyscall::from_name("setns").expect("x86-64 has setns");
-    for nstype in [0, newnet] {
-        let kind = ScmpArgCompare::new(1, LOW_32, nstype);
+    let any_type = ScmpArgCompare::new(1, LOW_32, 0);
+    let net_type = ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(newnet), newnet);
+    for kind in [any_type, net_type] {
         step(
             "setns rule",
             ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), setns, &[kind]),
@@ -214,6 +217,16 @@ pub fn build(
             "sendto",
             Some(ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0)),
         )?;
+    } else if policy.traps(Operation::Connect) {
+        // TCP Fast Open: a send with MSG_FASTOPEN and an address opens a connection, so the
+        // connect rules must see it too (the flags are the third argument of sendmsg and the
+        // fourth of sendto and sendmmsg).
+        let fastopen = libc::MSG_FASTOPEN as u64;
+        for (name, flags_arg) in [("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3)] {
+            let has_fastopen =
+                ScmpArgCompare::new(flags_arg, ScmpCompareOp::MaskedEqual(fastopen), fastopen);
+            notify(name, Some(has_fastopen))?;
+        }
     }
 
     export(&ctx)

@@ -184,9 +184,9 @@ fn parent_side(sock: UnixStream, child: Pid, program: &OsStr) -> Result<Launched
     };
 
     // Go-ahead: from here on the program may run.
-    (&sock)
-        .write_all(&[1])
-        .map_err(|e| os_error("write go-ahead", io_errno(&e)))?;
+    if let Err(e) = (&sock).write_all(&[1]) {
+        return fail(os_error("write go-ahead", io_errno(&e)));
+    }
 
     let mut exec_errno = [0u8; 4];
     match (&sock).read_exact(&mut exec_errno) {
@@ -282,6 +282,10 @@ fn run_child(
         return 1;
     }
 
+    // The Rust runtime ignores SIGPIPE in the supervisor, and an ignored signal stays ignored
+    // across execve: give the program the default a shell would.
+    // SAFETY: setting a disposition to SIG_DFL installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let _ = restore_mask.thread_set_mask();
     // SAFETY: argv and envp are NULL-terminated arrays of pointers to NUL-terminated strings
     // that live in the parent's (copied) heap until exec replaces the image.

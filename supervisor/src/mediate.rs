@@ -26,7 +26,13 @@
 //! * `SCM_CREDENTIALS` in a trapped `sendmsg` is refused with `EPERM` (the supervisor would
 //!   otherwise vouch for credentials it cannot check), and a receiver that asks for peer
 //!   credentials (`SO_PASSCRED`) sees the supervisor's pid on trapped sends.
-//! * An `AF_UNIX` socket file created by a trapped `bind` belongs to the supervisor's user.
+//! * An `AF_UNIX` socket file created by a trapped `bind` belongs to the supervisor's user,
+//!   and a peer of a trapped `AF_UNIX` `connect` sees the supervisor's pid and uid in
+//!   `SO_PEERCRED` (services that decide by peer credentials, such as D-Bus, see that).
+//! * A trapped `bind` to a port below 1024 is allowed only when the program holds
+//!   `CAP_NET_BIND_SERVICE` in its own namespace; `ip_unprivileged_port_start` and the
+//!   stack's user namespace are not consulted, so some binds the kernel would allow are
+//!   refused with `EACCES`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -405,6 +411,11 @@ pub fn accept(mut call: Call<'_>, with_flags: bool) {
             Ok(r) => r,
             Err(e) => return svc.respond(&notif, Err(e)),
         };
+        // The wait may have been long: write only into the thread that is still waiting
+        // (its id could otherwise belong to another process by now).
+        if !sys::notif_id_valid(svc.listener(), notif.id) {
+            return;
+        }
         if let Some(user_len) = user_len {
             let n = peer.len().min(user_len);
             let len_bytes = (peer.len() as u32).to_ne_bytes();
@@ -543,7 +554,8 @@ impl Call<'_> {
             let len = usize::from_ne_bytes(control[off..off + 8].try_into().expect("8"));
             let level = i32::from_ne_bytes(control[off + 8..off + 12].try_into().expect("4"));
             let kind = i32::from_ne_bytes(control[off + 12..off + 16].try_into().expect("4"));
-            if len < HDR || off + len > control.len() {
+            // `len` is the program's: compare without adding, so no value can overflow.
+            if len < HDR || len > control.len() - off {
                 return Err(libc::EINVAL);
             }
             if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS {
@@ -560,9 +572,21 @@ impl Call<'_> {
                     passed.push(ours);
                 }
             }
+            // CMSG_ALIGN; `len` fits in the buffer, so this cannot overflow.
             off += (len + 7) & !7;
         }
         Ok((control, passed))
+    }
+}
+
+/// What a send with a destination does: with `MSG_FASTOPEN` on a stream socket it opens a
+/// connection (TCP Fast Open, tcp(7)), so the `connect` rules decide it; otherwise it is a
+/// datagram to that address.
+fn send_operation(flags: i32, stream: bool) -> Operation {
+    if stream && flags & libc::MSG_FASTOPEN != 0 {
+        Operation::Connect
+    } else {
+        Operation::Send
     }
 }
 
@@ -627,7 +651,7 @@ pub fn sendto(mut call: Call<'_>) {
         let name = call.read_sockaddr(call.arg(4), call.arg(5))?;
         let data = call.read_data(&[(call.arg(1), call.arg(2))], stream)?;
         call.still_pending()?;
-        call.check(Operation::Send, &sock, &name)?;
+        call.check(send_operation(flags, stream), &sock, &name)?;
         let out = Outgoing {
             name,
             data,
@@ -653,7 +677,7 @@ pub fn sendmsg(mut call: Call<'_>) {
         let out = call.read_msghdr(call.arg(1), stream)?;
         call.still_pending()?;
         if !out.name.is_empty() {
-            call.check(Operation::Send, &sock, &out.name)?;
+            call.check(send_operation(flags, stream), &sock, &out.name)?;
         }
         Ok((sock, out, stream))
     })();
@@ -675,10 +699,12 @@ pub fn sendmmsg(mut call: Call<'_>) {
         let stream = is_stream(&sock);
         let mut messages = Vec::new();
         for i in 0..count {
-            let ptr = vec_ptr + i * MMSGHDR;
+            // A pointer near the top of the address space wraps like the kernel's arithmetic
+            // and then fails to read (EFAULT) instead of overflowing here.
+            let ptr = vec_ptr.wrapping_add(i * MMSGHDR);
             let out = call.read_msghdr(ptr, stream).and_then(|out| {
                 if !out.name.is_empty() {
-                    call.check(Operation::Send, &sock, &out.name)?;
+                    call.check(send_operation(flags, stream), &sock, &out.name)?;
                 }
                 Ok(out)
             });
@@ -696,14 +722,18 @@ pub fn sendmmsg(mut call: Call<'_>) {
         Err(e) => return call.respond(Err(e)),
     };
     let tid = call.tid();
+    let (listener, notif_id) = (call.svc.listener_handle(), call.notif.id);
     let blocking = may_block(&sock, flags & libc::MSG_DONTWAIT != 0);
     call.perform(blocking, move || {
         let mut sent = 0i64;
         for (ptr, out) in &messages {
             match out.send(&sock, flags) {
                 Ok(n) => {
+                    if !sys::notif_id_valid(listener.as_fd(), notif_id) {
+                        break;
+                    }
                     // msg_len follows the msghdr in struct mmsghdr.
-                    let at = ptr + std::mem::size_of::<libc::msghdr>() as u64;
+                    let at = ptr.wrapping_add(std::mem::size_of::<libc::msghdr>() as u64);
                     if sys::write_memory(tid, at, &(n as u32).to_ne_bytes()).is_err() {
                         break;
                     }

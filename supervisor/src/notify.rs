@@ -168,6 +168,11 @@ impl Service {
         self.listener.as_fd()
     }
 
+    /// A shared handle on the listener, for work that outlives the borrow.
+    pub fn listener_handle(&self) -> Arc<OwnedFd> {
+        self.listener.clone()
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -277,6 +282,12 @@ fn spawn_worker(svc: &Arc<Service>) {
     }
 }
 
+/// Whether the listener has hung up (`POLLHUP` right now, without waiting).
+fn hung_up(listener: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(listener, PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
 /// Returns when every process that carried the filter is gone (`POLLHUP`). Polls for
 /// hang-up only, so the wake-ups of ordinary notifications do not reach this thread.
 fn wait_for_hangup(listener: BorrowedFd<'_>) {
@@ -308,43 +319,66 @@ fn worker(svc: &Arc<Service>) {
         svc.idle.fetch_sub(1, Ordering::SeqCst);
         let notif = match received {
             Ok(notif) => notif,
-            // The calling thread was interrupted or died before we read its notification.
+            // The calling thread was interrupted or died before we read its notification —
+            // or nobody is left: after a hang-up every read fails at once with ENOENT.
+            Err(Errno::ENOENT) if hung_up(svc.listener()) => return,
             Err(Errno::ENOENT) | Err(Errno::EINTR) => continue,
             Err(e) => return warn!(error = %e, "reading a seccomp notification failed"),
         };
         svc.stats.count(i64::from(notif.data.nr));
-        let call = || Call::new(svc, notif);
-        match i64::from(notif.data.nr) {
-            libc::SYS_socket => handle_socket(svc, &notif),
-            libc::SYS_connect => mediate::connect(call()),
-            libc::SYS_bind => mediate::bind(call()),
-            libc::SYS_listen => mediate::listen(call()),
-            libc::SYS_accept => mediate::accept(call(), false),
-            libc::SYS_accept4 => mediate::accept(call(), true),
-            libc::SYS_sendto => mediate::sendto(call()),
-            libc::SYS_sendmsg => mediate::sendmsg(call()),
-            libc::SYS_sendmmsg => mediate::sendmmsg(call()),
-            other => {
-                // The filter traps nothing else; answer rather than leave the thread hanging.
-                warn!(
-                    nr = other,
-                    pid = notif.pid,
-                    "unexpected trapped system call"
-                );
-                svc.respond(&notif, Err(libc::ENOSYS));
-            }
+
+        // A bug reachable from a hostile program's arguments must not cost a worker (four
+        // such calls would leave none) nor leave the calling thread waiting forever.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(svc, notif)));
+        if served.is_err() {
+            warn!(
+                pid = notif.pid,
+                nr = notif.data.nr,
+                "serving a call panicked; answering EIO"
+            );
+            svc.respond(&notif, Err(libc::EIO));
+        }
+    }
+}
+
+/// Serves one notification.
+fn serve(svc: &Arc<Service>, notif: Notif) {
+    let call = || Call::new(svc, notif);
+    match i64::from(notif.data.nr) {
+        libc::SYS_socket => handle_socket(svc, &notif),
+        libc::SYS_connect => mediate::connect(call()),
+        libc::SYS_bind => mediate::bind(call()),
+        libc::SYS_listen => mediate::listen(call()),
+        libc::SYS_accept => mediate::accept(call(), false),
+        libc::SYS_accept4 => mediate::accept(call(), true),
+        libc::SYS_sendto => mediate::sendto(call()),
+        libc::SYS_sendmsg => mediate::sendmsg(call()),
+        libc::SYS_sendmmsg => mediate::sendmmsg(call()),
+        other => {
+            // The filter traps nothing else; answer rather than leave the thread hanging.
+            warn!(
+                nr = other,
+                pid = notif.pid,
+                "unexpected trapped system call"
+            );
+            svc.respond(&notif, Err(libc::ENOSYS));
         }
     }
 }
 
 /// `socket(domain, type, protocol)`: the socket comes from the server and is installed in
 /// the program in place of the one it asked for.
-fn handle_socket(svc: &Service, notif: &Notif) {
+fn handle_socket(svc: &Arc<Service>, notif: &Notif) {
     // socket(2) takes ints; the kernel ignores the upper halves of the registers.
     let [domain, ty, protocol] = [0, 1, 2].map(|i| notif.data.args[i] as u32 as i32);
     let cloexec = ty & libc::SOCK_CLOEXEC != 0;
     trace!(pid = notif.pid, domain, ty, protocol, "socket");
 
+    // A server may keep us waiting (a reconnect under RUMPHIJACK_RETRYCONNECT=inftime):
+    // make sure another worker serves the program's other calls meanwhile.
+    if !matches!(svc.sockets, SocketSource::Direct) {
+        svc.before_blocking();
+    }
     match svc
         .sockets
         .create(domain, ty & !libc::SOCK_CLOEXEC, protocol)
