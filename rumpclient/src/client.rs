@@ -369,6 +369,29 @@ impl Client {
         self.connections.load(Ordering::Acquire)
     }
 
+    /// Whether sockets kept from this client may still be handed out: the connection is up,
+    /// idle, and the server has sent nothing unasked (it only ever does so to say it is
+    /// closing). False, without waiting, while another thread's request is in flight or a
+    /// reconnect is under way. Costs one poll(2).
+    pub fn connection_quiet(&self) -> bool {
+        let Ok(conn) = self.conn.try_lock() else {
+            return false;
+        };
+        match &*conn {
+            Conn::Up(stream, _) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    stream.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                matches!(
+                    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+                    Ok(0)
+                )
+            }
+            Conn::Dead => false,
+        }
+    }
+
     /// The protocol version of the current connection; `None` when there is none.
     pub fn protocol_version(&self) -> Option<u16> {
         match &*lock(&self.conn) {

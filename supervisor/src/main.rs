@@ -9,6 +9,7 @@ mod launch;
 mod mediate;
 mod notify;
 mod policy_cmd;
+mod pool;
 mod run;
 mod sys;
 

@@ -27,6 +27,7 @@ use tracing::{debug, trace, warn};
 use crate::audit::Audit;
 use crate::blocking::Watcher;
 use crate::mediate::{self, Call, ThreadHandles};
+use crate::pool::ServerSockets;
 use crate::sys::{self, Notif};
 
 /// Number of worker threads answering notifications.
@@ -86,8 +87,8 @@ impl Stats {
 /// Where the sockets the program asks for come from.
 #[derive(Debug)]
 pub enum SocketSource {
-    /// A stack server, over the protocol.
-    Server(Client),
+    /// A stack server, over the protocol, with sockets it made ahead of time.
+    Server(ServerSockets),
     /// The supervisor's own network namespace: the embedded server for the current stack
     /// reduced to its essence, a socket(2) on the worker's thread, with no round trip.
     Direct,
@@ -110,7 +111,7 @@ thread_local! {
 impl SocketSource {
     fn create(&self, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, CallError> {
         match self {
-            SocketSource::Server(client) => client.create_socket(domain, ty, protocol),
+            SocketSource::Server(server) => server.create(domain, ty, protocol),
             SocketSource::Direct => sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
                 .map_err(CallError::Errno),
             SocketSource::Namespace { netns, server } => {

@@ -23,6 +23,7 @@ use crate::embedded::{self, EmbeddedStack};
 use crate::filter::Redirect;
 use crate::launch::{self, LaunchError};
 use crate::notify::SocketSource;
+use crate::pool::ServerSockets;
 use crate::{filter, hybrid, notify, sys, Failure, RunArgs};
 
 /// A failure of rumphijack itself, with the exit status it maps to.
@@ -146,7 +147,7 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
             let client = Client::connect(url, retry, identity)
                 .with_context(|| format!("stack server {shown}"))
                 .or_fail(Failure::ServerUnavailable)?;
-            SocketSource::Server(client)
+            SocketSource::Server(ServerSockets::new(client))
         }
         // The current namespace needs no server: the workers make the sockets themselves.
         (None, EmbeddedStack::Current) => {
@@ -172,7 +173,7 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
                     netns: file.into(),
                     server: client,
                 },
-                Err(_) => SocketSource::Server(client),
+                Err(_) => SocketSource::Server(ServerSockets::new(client)),
             }
         }
     };

@@ -34,7 +34,7 @@ pub mod unprivileged;
 pub use bins::{hijack, python3, rumphijack, rumphijack_cmd};
 pub use netns::NetNs;
 pub use prereq::{require_program, require_root};
-pub use process::{exit_code, fd_count, free_host_port, run, Finished, Spawned};
+pub use process::{assert_fds_flat, exit_code, fd_count, free_host_port, run, Finished, Spawned};
 pub use python::write_helper;
 pub use server::Server;
 pub use tempdir::TempDir;
