@@ -19,6 +19,9 @@ use tracing::{debug, info, warn};
 /// Repeats of one denial within this window are counted, not printed.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(10);
 
+/// Most distinct denials remembered for rate limiting.
+const MAX_REMEMBERED: usize = 4096;
+
 /// Where decisions go.
 #[derive(Debug)]
 pub struct Audit {
@@ -86,9 +89,13 @@ impl Audit {
         let key = format!("{what} {rule}");
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget old entries so a long run with many destinations stays bounded.
-        if recent.len() > 4096 {
+        // Forget old entries so a long run with many destinations stays bounded; if all are
+        // recent (a scan of many addresses), start afresh rather than prune on every denial.
+        if recent.len() > MAX_REMEMBERED {
             recent.retain(|_, (at, _)| now.duration_since(*at) < REPEAT_WINDOW);
+            if recent.len() > MAX_REMEMBERED / 2 {
+                recent.clear();
+            }
         }
         match recent.get_mut(&key) {
             Some((at, held)) if now.duration_since(*at) < REPEAT_WINDOW => *held += 1,
