@@ -310,7 +310,7 @@ fn open(config: &Config, url: &ServerUrl) -> Result<Arc<Session>, CallError> {
                     in_flight: AtomicUsize::new(0),
                 }));
             }
-            Err(e) => error_chain(&e),
+            Err(e) => rumpclient::client::error_chain(&e),
         };
 
         let elapsed = started.elapsed();
@@ -349,15 +349,4 @@ fn open(config: &Config, url: &ServerUrl) -> Result<Arc<Session>, CallError> {
 
 fn notice(line: &str) {
     sys::write_stderr(&format!("librumphijack: {line}\n"));
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

@@ -546,7 +546,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// An error and its causes, joined with ": ", for one-line notices.
-fn error_chain(e: &dyn StdError) -> String {
+pub fn error_chain(e: &dyn StdError) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
