@@ -151,25 +151,37 @@ fn hybrid_under_a_policy_decides_in_process_and_still_denies() {
         return;
     }
     let dir = TempDir::new(name);
+    // Both rules log, so any connect the supervisor decides shows in the audit file. Counting
+    // notifications would not do: glibc's own internal connects (its nscd client, reached
+    // when Python looks up the user without HOME) never pass through the library and are
+    // rightly trapped, and how many there are depends on the machine's NSS setup.
     let policy = dir.write(
         "policy.toml",
-        "default = \"allow\"\n\n[[rule]]\nop = \"connect\"\nport = 9\n\
-         action = \"deny\"\nerrno = \"ECONNREFUSED\"\n",
+        "default = \"allow\"\n\n\
+         [[rule]]\nop = \"connect\"\nport = 18081\naction = \"allow\"\nlog = true\n\n\
+         [[rule]]\nop = \"connect\"\nport = 9\naction = \"deny\"\n\
+         errno = \"ECONNREFUSED\"\nlog = true\n",
     );
-    let stats = dir.path().join("stats.json");
+    let audit = dir.path().join("audit.jsonl");
     let script = dir.write(
         "deny.py",
-        "import socket\n\
+        "import ctypes, socket\n\
          srv = socket.socket()\nsrv.bind(('127.0.0.1', 18081))\nsrv.listen()\n\
          socket.create_connection(('127.0.0.1', 18081), timeout=5)\nprint('allowed')\n\
          try:\n    socket.create_connection(('127.0.0.1', 9), timeout=5)\n\
-         except OSError as e:\n    print('denied', e.errno)\n",
+         except OSError as e:\n    print('denied', e.errno)\n\
+         # connect(2) straight to the kernel, without the library's mark.\n\
+         raw = socket.socket()\n\
+         addr = bytes([2, 0, 18081 >> 8, 18081 & 255, 127, 0, 0, 1]) + bytes(8)\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         rc = libc.syscall(42, raw.fileno(), addr, len(addr))\n\
+         print('raw', rc, ctypes.get_errno())\n",
     );
     let mut cmd = rumphijack_cmd();
     cmd.args(["run", "--isolated", "--preload", "--policy"])
-        .arg(&policy);
-    cmd.arg("--stats")
-        .arg(&stats)
+        .arg(&policy)
+        .arg("--audit")
+        .arg(&audit)
         .arg("--")
         .arg("python3")
         .arg(&script);
@@ -179,13 +191,24 @@ fn hybrid_under_a_policy_decides_in_process_and_still_denies() {
         out.stdout.contains("allowed")
             && out
                 .stdout
-                .contains(&format!("denied {}", libc::ECONNREFUSED)),
+                .contains(&format!("denied {}", libc::ECONNREFUSED))
+            && out.stdout.contains("raw 0 0"),
         "the library applies the policy in-process\n{out}"
     );
-    let counted = stats_of(&stats);
+    let records = std::fs::read_to_string(&audit).expect("the supervisor writes its audit file");
+    let decided: Vec<&str> = records
+        .lines()
+        .filter(|line| line.contains("\"op\":\"connect\""))
+        .collect();
+    // Exactly one connect reached the supervisor: the raw one. The library's two connects
+    // carried the cookie and were decided in-process only.
     assert_eq!(
-        counted.get("connect"),
-        0,
-        "the library's connect carries the cookie and is not trapped: {counted:?}"
+        decided.len(),
+        1,
+        "only the unmarked connect is trapped:\n{records}"
+    );
+    assert!(
+        decided[0].contains("\"port\":18081") && decided[0].contains("\"action\":\"allow\""),
+        "the trapped connect is the raw one:\n{records}"
     );
 }
