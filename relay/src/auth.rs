@@ -223,9 +223,7 @@ impl ServerCertVerifier for KeyHolder {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -352,7 +350,9 @@ mod tests {
             let (mut a, mut b) = tokio::io::duplex(4096);
             let server = {
                 let right = right.clone();
-                tokio::spawn(async move { server_handshake(&mut b, &right, &[7u8; 32], "st").await })
+                tokio::spawn(
+                    async move { server_handshake(&mut b, &right, &[7u8; 32], "st").await },
+                )
             };
             let client = client_handshake(&mut a, client_secret, &client_export).await;
             let served = server.await.unwrap();

@@ -96,7 +96,9 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,7 +108,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Relay {
     /// Connects and authenticates to the relay server at `addr`.
-    pub fn connect(addr: SocketAddr, secret: Secret, retry: RetryPolicy) -> Result<Relay, ConnectError> {
+    pub fn connect(
+        addr: SocketAddr,
+        secret: Secret,
+        retry: RetryPolicy,
+    ) -> Result<Relay, ConnectError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("relay")
@@ -198,11 +204,7 @@ impl Relay {
         let ino = sys::inode(fd).ok()?;
         let conn = lock(&self.inner.conn).clone();
         let sock = lock(&conn.sockets).by_inode.get(&ino).cloned()?;
-        Some(Relayed {
-            conn,
-            sock,
-            runtime: self.inner.runtime.handle().clone(),
-        })
+        Some(Relayed { conn, sock })
     }
 }
 
@@ -226,7 +228,9 @@ impl Completion {
         // SAFETY: eventfd(2) takes plain integers.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
-            return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
         }
         Ok(Arc::new(Completion {
             // SAFETY: a fresh descriptor that nothing else owns.
@@ -269,7 +273,9 @@ pub fn wait_readable(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     };
     // SAFETY: one valid pollfd.
     if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
-        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
     Ok(())
 }
@@ -319,7 +325,12 @@ struct LocalSock {
 impl Drop for LocalSock {
     fn drop(&mut self) {
         self.up.close();
-        for task in self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -355,13 +366,13 @@ impl Conn {
                 .await
                 .map_err(|source| ConnectError::Tcp { addr, source })?;
             crate::server::tune_tcp(&tcp);
-            let mut stream = tls
-                .connect(auth::server_name(), tcp)
-                .await
-                .map_err(|e| ConnectError::Auth {
-                    addr,
-                    source: AuthError::Io(e),
-                })?;
+            let mut stream =
+                tls.connect(auth::server_name(), tcp)
+                    .await
+                    .map_err(|e| ConnectError::Auth {
+                        addr,
+                        source: AuthError::Io(e),
+                    })?;
             let exported = auth::exported(stream.get_ref().1)
                 .map_err(|source| ConnectError::Auth { addr, source })?;
             let stack = auth::client_handshake(&mut stream, secret, &exported)
@@ -469,7 +480,11 @@ impl Conn {
                 ..
             } => {
                 if let Some(waiting) = lock(&self.pending).remove(&req) {
-                    waiting.complete(if errno == 0 { Ok((value, data)) } else { Err(errno) });
+                    waiting.complete(if errno == 0 {
+                        Ok((value, data))
+                    } else {
+                        Err(errno)
+                    });
                 }
             }
             Frame::Credit { bytes, .. } => {
@@ -670,7 +685,11 @@ async fn uplink(conn: Arc<Conn>, sock: Arc<LocalSock>) {
         if hung_up(sock.ours.get_ref().as_fd()) {
             break;
         }
-        match sock.ours.ready(Interest::WRITABLE | Interest::READABLE).await {
+        match sock
+            .ours
+            .ready(Interest::WRITABLE | Interest::READABLE)
+            .await
+        {
             Ok(mut guard) => {
                 if !hung_up(sock.ours.get_ref().as_fd()) {
                     guard.clear_ready();
@@ -735,11 +754,10 @@ async fn downlink(conn: Arc<Conn>, sock: Arc<LocalSock>, mut rx: mpsc::Unbounded
 }
 
 /// A relayed socket, found from the program's descriptor.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Relayed {
     conn: Arc<Conn>,
     sock: Arc<LocalSock>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl Relayed {
@@ -891,7 +909,11 @@ impl Relayed {
 
     /// accept(2): the program end of the next connection the server accepted, and its
     /// peer. `program_end` is the listening socket's end in the program (a duplicate).
-    pub fn accept(&self, program_end: BorrowedFd<'_>, nonblocking: bool) -> Result<(OwnedFd, Vec<u8>), Errno> {
+    pub fn accept(
+        &self,
+        program_end: BorrowedFd<'_>,
+        nonblocking: bool,
+    ) -> Result<(OwnedFd, Vec<u8>), Errno> {
         loop {
             let mut token = [0u8; 1];
             match sys::recv(program_end, &mut token, libc::MSG_DONTWAIT) {
@@ -902,7 +924,9 @@ impl Relayed {
                 Err(e) => return Err(e),
             }
         }
-        let accepted = lock(&self.sock.accepted).pop_front().ok_or(libc::ECONNABORTED)?;
+        let accepted = lock(&self.sock.accepted)
+            .pop_front()
+            .ok_or(libc::ECONNABORTED)?;
         self.conn.send(Frame::Credit {
             id: self.sock.id,
             bytes: 1,
@@ -948,10 +972,5 @@ impl Relayed {
             None => Vec::new(),
         };
         Ok((buf, full, sender))
-    }
-
-    /// Runs `f` inside the relay's runtime (for calls that spawn).
-    pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.runtime.enter()
     }
 }

@@ -321,7 +321,10 @@ impl Frame {
                 }
             }
             kind::EOF => Frame::Eof { id },
-            kind::CLOSE => Frame::Close { id, errno: r.i32()? },
+            kind::CLOSE => Frame::Close {
+                id,
+                errno: r.i32()?,
+            },
             kind::DATA => Frame::Data { id, data: r.rest() },
             kind::DATA_TO | kind::DATA_FROM => {
                 let len = usize::from(r.u8()?);
@@ -451,7 +454,10 @@ mod tests {
         let id = u32::from_le_bytes(bytes[1..5].try_into().unwrap());
         let len = u32::from_le_bytes(bytes[5..9].try_into().unwrap()) as usize;
         assert_eq!(len, bytes.len() - HEADER);
-        assert_eq!(Frame::decode(bytes[0], id, &bytes[HEADER..]).unwrap(), frame);
+        assert_eq!(
+            Frame::decode(bytes[0], id, &bytes[HEADER..]).unwrap(),
+            frame
+        );
     }
 
     #[test]

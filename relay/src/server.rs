@@ -170,7 +170,11 @@ async fn session(
         }
     }
     // Dropping the sockets aborts their tasks and closes them.
-    session.sockets.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    session
+        .sockets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
     writing.abort();
 }
 
@@ -202,7 +206,12 @@ impl Drop for Sock {
     fn drop(&mut self) {
         self.to_client.close();
         self.incoming.close();
-        for task in self.tasks.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -387,8 +396,7 @@ impl Session {
         stream: bool,
         connected: bool,
     ) -> Result<Arc<Sock>, Errno> {
-        let protocol = match sys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL)
-        {
+        let protocol = match sys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL) {
             Ok(libc::IPPROTO_TCP) => Protocol::Tcp,
             Ok(libc::IPPROTO_UDP) => Protocol::Udp,
             _ => Protocol::Other,
@@ -481,7 +489,10 @@ async fn connect_socket(fd: &AsyncFd<OwnedFd>, addr: &[u8]) -> Result<(), Errno>
         Err(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let mut guard = fd.writable().await.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let mut guard = fd
+        .writable()
+        .await
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     guard.clear_ready();
     match sys::getsockopt_int(fd.get_ref().as_fd(), libc::SOL_SOCKET, libc::SO_ERROR)? {
         0 => Ok(()),

@@ -12,7 +12,9 @@ use crate::frame::{MAX_OPTION, MAX_SOCKADDR};
 pub type Errno = i32;
 
 fn errno() -> Errno {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn check(rc: libc::c_int) -> Result<libc::c_int, Errno> {
@@ -44,7 +46,9 @@ pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, Errno> {
 pub fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd), Errno> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors.
-    check(unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    check(unsafe {
+        libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    })?;
     // SAFETY: two fresh descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -79,8 +83,7 @@ pub fn connect(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), Errno> {
 /// bind(2) with a raw address.
 pub fn bind(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), Errno> {
     // SAFETY: `addr` holds `addr.len()` readable bytes.
-    check(unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) })
-        .map(drop)
+    check(unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) }).map(drop)
 }
 
 /// listen(2).
@@ -95,9 +98,8 @@ pub fn accept(fd: BorrowedFd<'_>) -> Result<(OwnedFd, Vec<u8>), Errno> {
     let mut len = MAX_SOCKADDR as libc::socklen_t;
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: `addr` has room for `len` bytes, which the kernel updates.
-    let conn = check(unsafe {
-        libc::accept4(fd.as_raw_fd(), addr.as_mut_ptr().cast(), &mut len, flags)
-    })?;
+    let conn =
+        check(unsafe { libc::accept4(fd.as_raw_fd(), addr.as_mut_ptr().cast(), &mut len, flags) })?;
     // SAFETY: a fresh descriptor that nothing else owns.
     let conn = unsafe { OwnedFd::from_raw_fd(conn) };
     Ok((conn, addr[..(len as usize).min(MAX_SOCKADDR)].to_vec()))
@@ -123,7 +125,13 @@ pub fn getsockopt(fd: BorrowedFd<'_>, level: i32, name: i32, len: usize) -> Resu
     let mut len = value.len() as libc::socklen_t;
     // SAFETY: `value` has room for `len` bytes, which the kernel updates.
     check(unsafe {
-        libc::getsockopt(fd.as_raw_fd(), level, name, value.as_mut_ptr().cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_mut_ptr().cast(),
+            &mut len,
+        )
     })?;
     value.truncate(len as usize);
     Ok(value)
@@ -147,7 +155,9 @@ pub fn setsockopt(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> Re
 /// An int-valued socket option.
 pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32, Errno> {
     let raw = getsockopt(fd, level, name, 4)?;
-    Ok(i32::from_ne_bytes(raw.try_into().map_err(|_| libc::EINVAL)?))
+    Ok(i32::from_ne_bytes(
+        raw.try_into().map_err(|_| libc::EINVAL)?,
+    ))
 }
 
 /// shutdown(2).
@@ -251,10 +261,7 @@ mod tests {
     #[test]
     fn inet_addresses_parse() {
         let v4 = [2u8, 0, 0x1f, 0x90, 10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(
-            parse_inet(&v4),
-            Some("10.0.0.2:8080".parse().unwrap())
-        );
+        assert_eq!(parse_inet(&v4), Some("10.0.0.2:8080".parse().unwrap()));
         let mut v6 = vec![10u8, 0, 0, 80, 0, 0, 0, 0];
         v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         v6.extend_from_slice(&[0; 4]);

@@ -5,9 +5,12 @@
 //! * `unix:///absolute/path`: a Unix-domain socket at an absolute path;
 //! * `unix://relative/path`: relative to the current directory *when the URL is parsed*, so a
 //!   later `chdir` in the program does not move the server;
-//! * `tcp://host:port`: recognised, and refused for now. A TCP connection cannot carry
-//!   descriptors (`SCM_RIGHTS` exists only for Unix-domain sockets, unix(7)), and descriptor
-//!   passing is how this project hands sockets to programs.
+//! * `tcp://ADDR:PORT`: a remote stack, with an IPv4 literal or a bracketed IPv6 literal
+//!   (`tcp://[fd00::2]:7000`) and an optional trailing `/`. A TCP connection cannot carry
+//!   descriptors (`SCM_RIGHTS` exists only for Unix-domain sockets, unix(7)), so such a
+//!   server is reached only through the supervisor, which relays the data ([`Endpoint`]);
+//!   [`ServerUrl`], the form the preload library and `rump_server`'s Unix listener take,
+//!   refuses it.
 //!
 //! The path must fit `sockaddr_un.sun_path` (108 bytes on Linux, one of them the NUL), as
 //! connect(2) would otherwise fail with `EINVAL` long after start-up.
@@ -46,19 +49,28 @@ pub enum UrlError {
         url: String,
     },
     /// The scheme is neither `unix` nor `tcp`.
-    #[error("server URL {url:?} has unknown scheme {scheme:?}; the supported scheme is unix://")]
+    #[error("server URL {url:?} has unknown scheme {scheme:?}; the supported schemes are unix:// and tcp://")]
     UnknownScheme {
         /// The part before `://`.
         scheme: String,
         /// The URL as given.
         url: String,
     },
-    /// A `tcp://` URL.
+    /// A `tcp://` URL where only a Unix-domain server will do.
     #[error(
-        "server URL {url:?}: tcp:// servers are not supported yet \
-         (descriptors cannot be passed over TCP); use a unix:// server"
+        "server URL {url:?}: a tcp:// server is reached only through the supervisor \
+         (rumphijack run), which relays the data; here a unix:// server is needed"
     )]
     TcpUnsupported {
+        /// The URL as given.
+        url: String,
+    },
+    /// A `tcp://` URL whose address is not an IP literal with a port.
+    #[error(
+        "server URL {url:?}: expected tcp://IPV4:PORT or tcp://[IPV6]:PORT \
+         (host names are not resolved)"
+    )]
+    BadTcpAddress {
         /// The URL as given.
         url: String,
     },
@@ -182,6 +194,56 @@ impl ServerUrl {
     }
 }
 
+/// Any server URL: a Unix-domain server, or a remote one over TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `unix://…`.
+    Unix(ServerUrl),
+    /// `tcp://ADDR:PORT`.
+    Tcp(std::net::SocketAddr),
+}
+
+impl Endpoint {
+    /// Parses a URL of either scheme.
+    pub fn parse(s: &str) -> Result<Endpoint, UrlError> {
+        match s.strip_prefix("tcp://") {
+            Some(rest) => {
+                let bad = || UrlError::BadTcpAddress { url: s.into() };
+                let addr = rest.strip_suffix('/').unwrap_or(rest);
+                let addr: std::net::SocketAddr = addr.parse().map_err(|_| bad())?;
+                if addr.port() == 0 {
+                    return Err(bad());
+                }
+                Ok(Endpoint::Tcp(addr))
+            }
+            None => ServerUrl::parse(s).map(Endpoint::Unix),
+        }
+    }
+
+    /// Reads `RUMP_SERVER` as [`ServerUrl::from_env`] does, accepting `tcp://` too.
+    pub fn from_env() -> Result<Option<Endpoint>, UrlError> {
+        let Some(raw) = std::env::var_os(RUMP_SERVER) else {
+            return Ok(None);
+        };
+        let value = raw.into_string().map_err(|raw| UrlError::NotUnicode {
+            value: raw.to_string_lossy().into_owned(),
+        })?;
+        if value.is_empty() {
+            return Err(UrlError::EmptyEnv);
+        }
+        Endpoint::parse(&value).map(Some)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(url) => url.fmt(f),
+            Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
 impl fmt::Display for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -218,15 +280,47 @@ mod tests {
     }
 
     #[test]
-    fn tcp_is_recognised_and_refused() {
+    fn tcp_needs_the_supervisor() {
         let err = ServerUrl::parse("tcp://127.0.0.1:1234").unwrap_err();
         assert!(matches!(err, UrlError::TcpUnsupported { .. }));
         let text = err.to_string();
-        assert!(
-            text.contains("tcp:// servers are not supported yet"),
-            "{text}"
-        );
+        assert!(text.contains("only through the supervisor"), "{text}");
         assert!(text.contains("\"tcp://127.0.0.1:1234\""), "{text}");
+    }
+
+    #[test]
+    fn tcp_endpoints_take_ip_literals() {
+        for (url, addr) in [
+            ("tcp://10.0.0.2:7000", "10.0.0.2:7000"),
+            ("tcp://10.0.0.2:7000/", "10.0.0.2:7000"),
+            ("tcp://[fd00::2]:7000", "[fd00::2]:7000"),
+            ("tcp://[::1]:1/", "[::1]:1"),
+        ] {
+            let parsed = Endpoint::parse(url).unwrap();
+            assert_eq!(parsed, Endpoint::Tcp(addr.parse().unwrap()), "{url}");
+            assert_eq!(Endpoint::parse(&parsed.to_string()).unwrap(), parsed);
+        }
+        for bad in [
+            "tcp://",
+            "tcp://host.example:80",
+            "tcp://10.0.0.2",
+            "tcp://10.0.0.2:0",
+            "tcp://10.0.0.2:99999",
+            "tcp://fd00::2:7000",
+            "tcp://10.0.0.2:80/path",
+        ] {
+            let err = Endpoint::parse(bad).unwrap_err();
+            assert!(
+                matches!(err, UrlError::BadTcpAddress { .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        assert!(matches!(
+            Endpoint::parse("unix:///tmp/s").unwrap(),
+            Endpoint::Unix(_)
+        ));
+        assert!(Endpoint::parse("udp://1.2.3.4:5").is_err());
     }
 
     #[test]

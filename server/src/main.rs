@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use rumpclient::url::ServerUrl;
+use rumpclient::url::Endpoint;
 use server::daemon::{self, Detached, PidFile, ReadyNotifier};
 use server::{describe_stack, netns, ServeOptions, StackServer, Stopped};
 use tracing_subscriber::EnvFilter;
@@ -27,6 +27,13 @@ one rump_server runs in, an existing one (--netns), or a fresh one with only loo
 (--isolated; unprivileged users get it through a user namespace). Clients connect to the
 Unix socket named by URL (unix:///abs/path or unix://relative/path), and every socket they
 ask for is created in that stack and passed back as a descriptor.
+
+With URL tcp://ADDR:PORT (an IPv4 literal or [IPv6] literal) the server listens on TCP for
+remote supervisors instead: it keeps the sockets itself and relays their data. Every such
+connection is TLS 1.3, and both sides prove they hold the secret in --secret-file (at least
+16 bytes, not readable by group or others) without sending it. Remote clients get Internet
+sockets only; --policy restricts what they may connect to, bind, listen on, accept and send
+to, whatever their own supervisor allows.
 
 The socket file is created with mode 0600; peers other than root, the server's own uid and
 --allow-uid uids are refused. A stale socket file is replaced; a live server is not.
@@ -72,11 +79,19 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     pidfile: Option<PathBuf>,
 
+    /// For tcp:// URLs: the file holding the secret clients must prove.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+
+    /// For tcp:// URLs: a policy file deciding what remote clients may do.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
     /// More logging: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 
-    /// Where to listen: unix:///abs/path or unix://relative/path.
+    /// Where to listen: unix:///abs/path, unix://relative/path or tcp://ADDR:PORT.
     url: String,
 }
 
@@ -121,9 +136,13 @@ fn main() -> ExitCode {
         }
     }
     init_logging(args.verbose);
-    let url = match ServerUrl::parse(&args.url) {
+    let url = match Endpoint::parse(&args.url) {
         Ok(url) => url,
         Err(e) => return fail(&mut starter, EXIT_USAGE, &e.into()),
+    };
+    let relay = match relay_settings(&args, &url) {
+        Ok(settings) => settings,
+        Err(e) => return fail(&mut starter, EXIT_USAGE, &e),
     };
 
     // Detach first: fork needs a single-threaded process, and so does what follows.
@@ -139,13 +158,41 @@ fn main() -> ExitCode {
         }
     }
 
-    match serve(&args, &url, &mut starter) {
+    match serve(&args, &url, relay, &mut starter) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => fail(&mut starter, EXIT_FAILURE, &e),
     }
 }
 
-fn serve(args: &Args, url: &ServerUrl, starter: &mut Starter) -> anyhow::Result<()> {
+/// The secret and policy a tcp:// server needs; `None` for a Unix-domain server.
+fn relay_settings(args: &Args, url: &Endpoint) -> anyhow::Result<Option<relay::server::Settings>> {
+    let Endpoint::Tcp(_) = url else {
+        if args.secret_file.is_some() || args.policy.is_some() {
+            anyhow::bail!("--secret-file and --policy apply to tcp:// servers only");
+        }
+        return Ok(None);
+    };
+    let Some(path) = &args.secret_file else {
+        anyhow::bail!("a tcp:// server needs --secret-file FILE");
+    };
+    let secret = relay::Secret::from_file(path)?;
+    let policy = match &args.policy {
+        Some(path) => Some(std::sync::Arc::new(policy::Policy::load(path)?)),
+        None => None,
+    };
+    Ok(Some(relay::server::Settings {
+        secret,
+        policy,
+        stack: String::new(),
+    }))
+}
+
+fn serve(
+    args: &Args,
+    url: &Endpoint,
+    relay: Option<relay::server::Settings>,
+    starter: &mut Starter,
+) -> anyhow::Result<()> {
     // 1. Enter the stack, while this is the only thread (see server::netns).
     if let Some(path) = &args.netns {
         netns::join(path)?;
@@ -163,18 +210,28 @@ fn serve(args: &Args, url: &ServerUrl, starter: &mut Starter) -> anyhow::Result<
         .context("creating a signalfd")?;
 
     // 3. Listen (this sets the umask for a moment; still single-threaded here).
+    let url = match (url, relay) {
+        (Endpoint::Tcp(addr), Some(mut settings)) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("listening on tcp://{addr}"))?;
+            let _pid_file = pid_file(args)?;
+            settings.stack = describe_stack();
+            tracing::info!("listening on tcp://{addr} (stack: {})", settings.stack);
+            starter.ready()?;
+            relay::server::serve(listener, settings, Some(signals.as_fd()))
+                .with_context(|| format!("serving tcp://{addr}"))?;
+            tracing::info!("stopped");
+            return Ok(());
+        }
+        (Endpoint::Unix(url), _) => url,
+        (Endpoint::Tcp(_), None) => unreachable!("relay_settings requires settings for tcp"),
+    };
     let opts = ServeOptions {
         allowed_uids: args.allow_uid.clone(),
         check_peer: true,
     };
     let server = StackServer::bind(url.path(), opts)?;
-    let _pid_file = match &args.pidfile {
-        Some(path) => Some(
-            PidFile::create(path)
-                .with_context(|| format!("writing pid file {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let _pid_file = pid_file(args)?;
 
     // 4. Tell whoever started us, then serve.
     tracing::info!("listening on {url} (stack: {})", describe_stack());
@@ -187,6 +244,17 @@ fn serve(args: &Args, url: &ServerUrl, starter: &mut Starter) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+fn pid_file(args: &Args) -> anyhow::Result<Option<PidFile>> {
+    match &args.pidfile {
+        Some(path) => {
+            Ok(Some(PidFile::create(path).with_context(|| {
+                format!("writing pid file {}", path.display())
+            })?))
+        }
+        None => Ok(None),
+    }
 }
 
 fn init_logging(verbose: u8) {

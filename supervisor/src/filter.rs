@@ -71,11 +71,47 @@ const LOW_32: ScmpCompareOp = ScmpCompareOp::MaskedEqual(0xffff_ffff);
 pub enum Redirect<'a> {
     /// Trap `socket()` in these families; the supervisor installs the server's socket.
     Trap(&'a HijackSpec),
+    /// Trap `socket()` in these families, and every call whose answer lives in a remote
+    /// stack when the socket is relayed ([`RELAYED_CALLS`]): the program's end of a relayed
+    /// socket is a local stand-in, so the supervisor answers those calls for it and lets
+    /// the kernel run them on any other descriptor.
+    Relay(&'a HijackSpec),
     /// The stack is the network namespace the program already runs in (the embedded server
     /// for the current namespace), so a native `socket()` already lands in it and trapping
     /// would only add a round trip. Instead the program is kept in that namespace: calls
     /// that would move it or its children to another one are refused.
     Pinned,
+}
+
+/// Calls trapped on every descriptor when sockets are relayed.
+pub const RELAYED_CALLS: [&str; 9] = [
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "getsockname",
+    "getpeername",
+    "getsockopt",
+    "setsockopt",
+];
+
+/// With relayed sockets: [`RELAYED_CALLS`] always, and `sendto`/`recvfrom` when they carry an
+/// address (a datagram's destination or sender lives in the remote stack).
+fn trap_relayed_calls(ctx: &mut ScmpFilterContext) -> Result<(), FilterError> {
+    for name in RELAYED_CALLS {
+        let nr = ScmpSyscall::from_name(name).expect("x86-64 has the socket calls");
+        step("relay rule", ctx.add_rule(ScmpAction::Notify, nr))?;
+    }
+    for name in ["sendto", "recvfrom"] {
+        let nr = ScmpSyscall::from_name(name).expect("x86-64 has sendto and recvfrom");
+        let with_address = ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0);
+        step(
+            "relay rule",
+            ctx.add_rule_conditional(ScmpAction::Notify, nr, &[with_address]),
+        )?;
+    }
+    Ok(())
 }
 
 fn trap_sockets(ctx: &mut ScmpFilterContext, hijack: &HijackSpec) -> Result<(), FilterError> {
@@ -150,6 +186,10 @@ pub fn build(
 
     match redirect {
         Redirect::Trap(hijack) => trap_sockets(&mut ctx, hijack)?,
+        Redirect::Relay(hijack) => {
+            trap_sockets(&mut ctx, hijack)?;
+            trap_relayed_calls(&mut ctx)?;
+        }
         Redirect::Pinned => pin_network_namespace(&mut ctx)?,
     }
 
@@ -184,7 +224,14 @@ pub fn build(
         .map(|cookie| ScmpArgCompare::new(5, ScmpCompareOp::NotEqual, cookie))
         .into_iter()
         .collect();
+    let relayed = matches!(redirect, Redirect::Relay(_));
     let mut notify = |name: &str, extra: Option<ScmpArgCompare>| {
+        // Already trapped for every descriptor (sendto: whenever it has an address).
+        let sendto_with_address =
+            name == "sendto" && extra == Some(ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0));
+        if relayed && (RELAYED_CALLS.contains(&name) || sendto_with_address) {
+            return Ok(());
+        }
         let nr = ScmpSyscall::from_name(name).expect("x86-64 has the socket calls");
         // sendto uses all six arguments, so it cannot carry the cookie; the library sends
         // addressed datagrams through sendmsg instead.

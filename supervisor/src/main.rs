@@ -10,6 +10,7 @@ mod mediate;
 mod notify;
 mod policy_cmd;
 mod pool;
+mod remote;
 mod run;
 mod sys;
 
@@ -93,9 +94,15 @@ pub enum PolicyCommand {
 /// Options of `rumphijack run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Stack server URL (unix:///path or unix://relative); overrides RUMP_SERVER.
+    /// Stack server URL (unix:///path, unix://relative, or tcp://ADDR:PORT for a remote
+    /// stack); overrides RUMP_SERVER.
     #[arg(long, value_name = "URL", conflicts_with_all = ["isolated", "netns"])]
     pub server: Option<String>,
+
+    /// For a tcp:// server: the file holding the shared secret (at least 16 bytes, not
+    /// readable by group or others).
+    #[arg(long, value_name = "FILE", env = "RUMPHIJACK_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
 
     /// With the embedded server: host a fresh network namespace with only `lo` up.
     #[arg(long, conflicts_with = "netns")]

@@ -116,20 +116,38 @@ impl<'s> Call<'s> {
         }
     }
 
-    fn tid(&self) -> i32 {
+    /// The notification being served.
+    pub(crate) fn notif(&self) -> &Notif {
+        &self.notif
+    }
+
+    /// The service serving it.
+    pub(crate) fn service(&self) -> &'s Arc<Service> {
+        self.svc
+    }
+
+    /// Lets the kernel run the call as the program made it.
+    pub(crate) fn proceed(&self) {
+        match sys::notif_continue(self.svc.listener(), self.notif.id) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(errno) => tracing::warn!(pid = self.notif.pid, %errno, "continuing a call failed"),
+        }
+    }
+
+    pub(crate) fn tid(&self) -> i32 {
         self.notif.pid as i32
     }
 
-    fn arg(&self, i: usize) -> u64 {
+    pub(crate) fn arg(&self, i: usize) -> u64 {
         self.notif.data.args[i]
     }
 
     /// The argument as the C `int` the kernel takes.
-    fn int_arg(&self, i: usize) -> i32 {
+    pub(crate) fn int_arg(&self, i: usize) -> i32 {
         self.arg(i) as u32 as i32
     }
 
-    fn still_pending(&self) -> Result<(), Errno32> {
+    pub(crate) fn still_pending(&self) -> Result<(), Errno32> {
         if sys::notif_id_valid(self.svc.listener(), self.notif.id) {
             Ok(())
         } else {
@@ -138,7 +156,7 @@ impl<'s> Call<'s> {
     }
 
     /// Steps 1 and 2: the program's descriptor `fd`, duplicated into the supervisor.
-    fn socket(&mut self, fd: i32) -> Result<OwnedFd, Errno32> {
+    pub(crate) fn socket(&mut self, fd: i32) -> Result<OwnedFd, Errno32> {
         let tid = self.tid();
         if self.pidfd.is_none() {
             if let Some(kept) = self.svc.threads().get(tid) {
@@ -166,7 +184,7 @@ impl<'s> Call<'s> {
         sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(getfd_errno)
     }
 
-    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno32> {
+    pub(crate) fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno32> {
         let mut buf = vec![0u8; len];
         sys::read_memory(self.tid(), addr, &mut buf).map_err(|e| match e {
             Errno::ESRCH => libc::ENOENT,
@@ -177,7 +195,7 @@ impl<'s> Call<'s> {
 
     /// Step 3 for a `(pointer, length)` socket address, with the kernel's checks
     /// (`move_addr_to_kernel`): a length outside 0..=128 is `EINVAL`.
-    fn read_sockaddr(&self, ptr: u64, len: u64) -> Result<Vec<u8>, Errno32> {
+    pub(crate) fn read_sockaddr(&self, ptr: u64, len: u64) -> Result<Vec<u8>, Errno32> {
         let len = len as u32 as i32;
         if !(0..=MAX_SOCKADDR as i32).contains(&len) {
             return Err(libc::EINVAL);
@@ -203,13 +221,13 @@ impl<'s> Call<'s> {
         }
     }
 
-    fn respond(&self, result: sys::SysResult) {
+    pub(crate) fn respond(&self, result: sys::SysResult) {
         self.svc.respond(&self.notif, result);
     }
 
     /// Runs `op` and answers with its result; when it may block, first makes sure another
     /// worker takes the next notifications, and lets a signal for the program interrupt it.
-    fn perform<F>(self, may_block: bool, op: F)
+    pub(crate) fn perform<F>(self, may_block: bool, op: F)
     where
         F: FnOnce() -> sys::SysResult,
     {

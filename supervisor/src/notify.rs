@@ -45,7 +45,7 @@ pub trait Events: Send + Sync + 'static {
 }
 
 /// The system calls the filter can trap, in the order [`Stats`] counts them.
-const TRAPPED: [(i64, &str); 9] = [
+const TRAPPED: [(i64, &str); 14] = [
     (libc::SYS_socket, "socket"),
     (libc::SYS_connect, "connect"),
     (libc::SYS_bind, "bind"),
@@ -55,6 +55,11 @@ const TRAPPED: [(i64, &str); 9] = [
     (libc::SYS_sendto, "sendto"),
     (libc::SYS_sendmsg, "sendmsg"),
     (libc::SYS_sendmmsg, "sendmmsg"),
+    (libc::SYS_recvfrom, "recvfrom"),
+    (libc::SYS_getsockname, "getsockname"),
+    (libc::SYS_getpeername, "getpeername"),
+    (libc::SYS_getsockopt, "getsockopt"),
+    (libc::SYS_setsockopt, "setsockopt"),
 ];
 
 /// How many notifications of each trapped call the supervisor served.
@@ -101,6 +106,8 @@ pub enum SocketSource {
         /// The server hosting it, for threads that cannot join.
         server: Client,
     },
+    /// A remote stack over TCP: the program gets a local stand-in whose data is relayed.
+    Relay(relay::Relay),
 }
 
 thread_local! {
@@ -123,6 +130,10 @@ impl SocketSource {
                     server.create_socket(domain, ty, protocol)
                 }
             }
+            SocketSource::Relay(relay) => relay.open(domain, ty, protocol).map_err(|e| match e {
+                relay::OpenError::Errno(errno) => CallError::Errno(errno),
+                relay::OpenError::Die => CallError::Die,
+            }),
         }
     }
 }
@@ -345,7 +356,13 @@ fn worker(svc: &Arc<Service>) {
 /// Serves one notification.
 fn serve(svc: &Arc<Service>, notif: Notif) {
     let call = || Call::new(svc, notif);
-    match i64::from(notif.data.nr) {
+    let nr = i64::from(notif.data.nr);
+    if let SocketSource::Relay(relay) = &svc.sockets {
+        if nr != libc::SYS_socket && !matches!(nr, libc::SYS_sendmsg | libc::SYS_sendmmsg) {
+            return crate::remote::serve(svc, relay, notif);
+        }
+    }
+    match nr {
         libc::SYS_socket => handle_socket(svc, &notif),
         libc::SYS_connect => mediate::connect(call()),
         libc::SYS_bind => mediate::bind(call()),

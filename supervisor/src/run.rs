@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use policy::{HijackSpec, Policy};
 use rumpclient::client::{Client, Identity};
 use rumpclient::retry::RetryPolicy;
-use rumpclient::url::ServerUrl;
+use rumpclient::url::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
@@ -83,22 +83,41 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
     let retry = RetryPolicy::from_env()
         .context("RUMPHIJACK_RETRYCONNECT")
         .or_fail(Failure::Config)?;
-    let url = match &args.server {
+    let endpoint = match &args.server {
         Some(s) => Some(
-            ServerUrl::parse(s)
+            Endpoint::parse(s)
                 .context("--server")
                 .or_fail(Failure::Config)?,
         ),
-        None => ServerUrl::from_env()
+        None => Endpoint::from_env()
             .context("RUMP_SERVER")
             .or_fail(Failure::Config)?,
+    };
+    let (url, remote) = match endpoint {
+        Some(Endpoint::Unix(url)) => (Some(url), None),
+        Some(Endpoint::Tcp(addr)) => {
+            let secret = match &args.secret_file {
+                Some(path) => relay::Secret::from_file(path),
+                None => Err(relay::auth::AuthError::Missing),
+            }
+            .or_fail(Failure::Config)?;
+            if args.preload {
+                return Err(anyhow!(
+                    "--preload cannot be used with a tcp:// server: the preload library \
+                     needs a unix:// server to pass it descriptors"
+                ))
+                .or_fail(Failure::Usage);
+            }
+            (None, Some((addr, secret)))
+        }
+        None => (None, None),
     };
     let stack = match (&args.netns, args.isolated) {
         (Some(path), _) => EmbeddedStack::Netns(path.clone()),
         (None, true) => EmbeddedStack::Isolated,
         (None, false) => EmbeddedStack::Current,
     };
-    if url.is_some() && !matches!(stack, EmbeddedStack::Current) {
+    if (url.is_some() || remote.is_some()) && !matches!(stack, EmbeddedStack::Current) {
         return Err(anyhow!(
             "--isolated and --netns choose the embedded server's stack; they cannot be used \
              with a server URL (unset RUMP_SERVER or drop --server)"
@@ -142,6 +161,13 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
     };
     let mut library_server = None;
     let sockets = match (url, &stack) {
+        (None, _) if remote.is_some() => {
+            let (addr, secret) = remote.expect("checked");
+            let relay =
+                relay::Relay::connect(addr, secret, retry).or_fail(Failure::ServerUnavailable)?;
+            info!(%addr, stack = %relay.stack(), "connected to remote stack server");
+            SocketSource::Relay(relay)
+        }
         (Some(url), _) => {
             let shown = url.to_string();
             let client = Client::connect(url, retry, identity)
@@ -189,6 +215,7 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
     // namespace it already runs in: pin it there rather than trap every socket().
     let redirect = match (&sockets, &hybrid) {
         (SocketSource::Direct, None) => Redirect::Pinned,
+        (SocketSource::Relay(_), _) => Redirect::Relay(&hijack),
         _ => Redirect::Trap(&hijack),
     };
     let program = filter::build(redirect, &policy, hybrid.as_ref().map(|h| h.1))

@@ -87,6 +87,20 @@ pub fn notif_send(
     ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp).map(drop)
 }
 
+/// `ioctl(SECCOMP_IOCTL_NOTIF_SEND)` with `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel runs
+/// the call as the program made it (Linux 5.5). Only for calls the supervisor decides
+/// nothing about: the kernel reads the arguments again, after the program may have changed
+/// them (seccomp_unotify(2)).
+pub fn notif_continue(listener: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp).map(drop)
+}
+
 /// `ioctl(SECCOMP_IOCTL_NOTIF_ADDFD)` with `SECCOMP_ADDFD_FLAG_SEND`: installs `fd` in the
 /// notifying process and, in the same step, answers notification `id` with the new
 /// descriptor number (Linux 5.14). Returns that number.
