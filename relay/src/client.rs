@@ -50,6 +50,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest data frame sent.
 const CHUNK: u32 = 64 * 1024;
 
+/// How often a half-closed socket is checked for the program's close.
+const CLOSE_CHECK: Duration = Duration::from_millis(50);
+
 /// Most datagram senders remembered per socket for `recvfrom`.
 const MAX_SENDERS: usize = 1024;
 
@@ -322,15 +325,12 @@ struct LocalSock {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Drop for LocalSock {
-    fn drop(&mut self) {
+impl LocalSock {
+    /// Stops the socket's tasks (they hold references to it, so dropping the table's
+    /// reference alone would not end them).
+    fn stop(&self) {
         self.up.close();
-        for task in self
-            .tasks
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
+        for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
     }
@@ -455,6 +455,7 @@ impl Conn {
                 c.complete(Err(libc::ECONNRESET));
             }
             let _ = sys::shutdown(sock.ours.get_ref().as_fd(), libc::SHUT_RDWR);
+            sock.stop();
         }
         for task in lock(&self.tasks).drain(..) {
             task.abort();
@@ -586,6 +587,8 @@ impl Conn {
         let mut table = lock(&self.sockets);
         table.by_id.remove(&sock.id);
         table.by_inode.remove(&sock.program_inode);
+        drop(table);
+        sock.stop();
     }
 
     fn incoming(self: &Arc<Self>, listen_id: u32, conn: u32, peer: Vec<u8>) {
@@ -681,22 +684,10 @@ async fn uplink(conn: Arc<Conn>, sock: Arc<LocalSock>) {
     if sock.stream {
         conn.send(Frame::Eof { id });
     }
-    loop {
-        if hung_up(sock.ours.get_ref().as_fd()) {
-            break;
-        }
-        match sock
-            .ours
-            .ready(Interest::WRITABLE | Interest::READABLE)
-            .await
-        {
-            Ok(mut guard) => {
-                if !hung_up(sock.ours.get_ref().as_fd()) {
-                    guard.clear_ready();
-                }
-            }
-            Err(_) => break,
-        }
+    // Then wait for the close. tokio keeps a half-close as lasting readiness, so readiness
+    // cannot tell a close apart: look every so often instead.
+    while !hung_up(sock.ours.get_ref().as_fd()) {
+        tokio::time::sleep(CLOSE_CHECK).await;
     }
     conn.send(Frame::Close { id, errno: 0 });
     conn.forget(&sock);

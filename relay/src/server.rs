@@ -184,12 +184,20 @@ enum Out {
     Data(Vec<u8>),
     DataTo(Vec<u8>, Vec<u8>),
     Eof,
+    /// The client closed the socket: after the data before it is written.
+    Close,
 }
 
 /// One relayed socket.
+///
+/// The socket joins the runtime's epoll set only once it is connected, listening or a
+/// datagram socket: a fresh TCP socket polls as hung up (tcp_poll reports `EPOLLHUP` in the
+/// closed state), and tokio keeps a hang-up as lasting readiness, which would make every wait
+/// on the socket return at once.
 struct Sock {
     id: u32,
-    fd: Arc<AsyncFd<OwnedFd>>,
+    raw: OwnedFd,
+    io: std::sync::OnceLock<Arc<AsyncFd<OwnedFd>>>,
     stream: bool,
     protocol: Protocol,
     /// Bytes we may still send the client.
@@ -202,22 +210,39 @@ struct Sock {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Drop for Sock {
-    fn drop(&mut self) {
+impl Sock {
+    /// Stops the socket's tasks (they hold references to it, so dropping the table's
+    /// reference alone would not end them).
+    fn stop(&self) {
         self.to_client.close();
         self.incoming.close();
         for task in self
             .tasks
-            .get_mut()
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
         {
             task.abort();
         }
     }
-}
 
-impl Sock {
+    fn raw(&self) -> BorrowedFd<'_> {
+        self.raw.as_fd()
+    }
+
+    /// The socket in the runtime's epoll set, added on first use.
+    fn io(&self) -> Result<&Arc<AsyncFd<OwnedFd>>, Errno> {
+        if let Some(io) = self.io.get() {
+            return Ok(io);
+        }
+        let dup = self
+            .raw
+            .try_clone()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let io = Arc::new(sys::register(dup)?);
+        Ok(self.io.get_or_init(|| io))
+    }
+
     fn add_task(&self, task: JoinHandle<()>) {
         self.tasks
             .lock()
@@ -256,6 +281,15 @@ fn reply(id: u32, req: u32, result: Result<(i64, Vec<u8>), Errno>) -> Frame {
 impl Session {
     fn send(&self, frame: Frame) {
         let _ = self.tx.send(frame);
+    }
+
+    /// Drops socket `sock` and stops its tasks.
+    fn forget(&self, sock: &Sock) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sock.id);
+        sock.stop();
     }
 
     fn sock(&self, id: u32) -> Option<Arc<Sock>> {
@@ -311,12 +345,12 @@ impl Session {
             Frame::Bind { req, addr, .. } => {
                 let result = self
                     .check(Operation::Bind, &sock, &addr)
-                    .and_then(|()| sys::bind(sock.fd.get_ref().as_fd(), &addr));
+                    .and_then(|()| sys::bind(sock.raw(), &addr));
                 self.send(reply(id, req, result.map(|()| (0, Vec::new()))));
             }
             Frame::Listen { req, backlog, .. } => self.listen(sock, req, backlog),
             Frame::Name { req, peer, .. } => {
-                let result = sys::name(sock.fd.get_ref().as_fd(), peer);
+                let result = sys::name(sock.raw(), peer);
                 self.send(reply(id, req, result.map(|a| (0, a))));
             }
             Frame::GetOpt {
@@ -326,7 +360,7 @@ impl Session {
                 len,
                 ..
             } => {
-                let result = sys::getsockopt(sock.fd.get_ref().as_fd(), level, name, len as usize);
+                let result = sys::getsockopt(sock.raw(), level, name, len as usize);
                 self.send(reply(id, req, result.map(|v| (0, v))));
             }
             Frame::SetOpt {
@@ -336,15 +370,14 @@ impl Session {
                 value,
                 ..
             } => {
-                let result = sys::setsockopt(sock.fd.get_ref().as_fd(), level, name, &value);
+                let result = sys::setsockopt(sock.raw(), level, name, &value);
                 self.send(reply(id, req, result.map(|()| (0, Vec::new()))));
             }
             Frame::Eof { .. } => drop(sock.out.send(Out::Eof)),
             Frame::Close { .. } => {
-                self.sockets
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                if sock.out.send(Out::Close).is_err() {
+                    self.forget(&sock);
+                }
             }
             Frame::Data { data, .. } => drop(sock.out.send(Out::Data(data))),
             Frame::DataTo { addr, data, .. } => {
@@ -401,11 +434,11 @@ impl Session {
             Ok(libc::IPPROTO_UDP) => Protocol::Udp,
             _ => Protocol::Other,
         };
-        let fd = Arc::new(sys::register(fd)?);
         let (out, inbox) = mpsc::unbounded_channel();
         let sock = Arc::new(Sock {
             id,
-            fd,
+            raw: fd,
+            io: std::sync::OnceLock::new(),
             stream,
             protocol,
             to_client: Arc::new(Window::new(WINDOW)),
@@ -418,6 +451,9 @@ impl Session {
         let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
         if sockets.contains_key(&id) {
             return Err(libc::EEXIST);
+        }
+        if connected || !stream {
+            sock.io()?;
         }
         sockets.insert(id, sock.clone());
         drop(sockets);
@@ -446,7 +482,7 @@ impl Session {
         }
         let session = self.clone();
         let task = tokio::spawn(async move {
-            let result = connect_socket(&sock.fd, &addr).await;
+            let result = connect_socket(&sock, &addr).await;
             session.send(reply(id, req, result.map(|()| (0, Vec::new()))));
             if result.is_ok() && sock.stream && !*sock.connected.borrow() {
                 sock.connected.send_replace(true);
@@ -459,10 +495,11 @@ impl Session {
 
     fn listen(self: &Arc<Self>, sock: Arc<Sock>, req: u32, backlog: i32) {
         let id = sock.id;
-        let fd = sock.fd.get_ref().as_fd();
+        let fd = sock.raw();
         let result = sys::name(fd, false)
             .and_then(|local| self.check(Operation::Listen, &sock, &local))
-            .and_then(|()| sys::listen(fd, backlog));
+            .and_then(|()| sys::listen(fd, backlog))
+            .and_then(|()| sock.io().map(drop));
         let ok = result.is_ok();
         self.send(reply(id, req, result.map(|()| (0, Vec::new()))));
         if ok && !sock.listening.swap(true, Ordering::SeqCst) {
@@ -483,29 +520,38 @@ fn request_number(frame: &Frame) -> Option<u32> {
     }
 }
 
-async fn connect_socket(fd: &AsyncFd<OwnedFd>, addr: &[u8]) -> Result<(), Errno> {
-    match sys::connect(fd.get_ref().as_fd(), addr) {
-        Ok(()) => return Ok(()),
+async fn connect_socket(sock: &Sock, addr: &[u8]) -> Result<(), Errno> {
+    let started = sys::connect(sock.raw(), addr);
+    if !sock.stream {
+        return started;
+    }
+    match started {
+        Ok(()) => return sock.io().map(drop),
         Err(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let mut guard = fd
-        .writable()
-        .await
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-    guard.clear_ready();
-    match sys::getsockopt_int(fd.get_ref().as_fd(), libc::SOL_SOCKET, libc::SO_ERROR)? {
-        0 => Ok(()),
-        e => Err(e),
+    // Connecting, so no longer in the closed state: safe to add to the epoll set.
+    let io = sock.io()?;
+    loop {
+        let mut guard = io
+            .writable()
+            .await
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        match sys::getsockopt_int(sock.raw(), libc::SOL_SOCKET, libc::SO_ERROR)? {
+            0 if sys::name(sock.raw(), true).is_ok() => return Ok(()),
+            0 => guard.clear_ready(),
+            e => return Err(e),
+        }
     }
 }
 
 /// Runs `op` when the socket is ready for `interest`, until it stops saying `EAGAIN`.
 async fn when_ready<T>(
-    fd: &AsyncFd<OwnedFd>,
+    sock: &Sock,
     readable: bool,
     mut op: impl FnMut(BorrowedFd<'_>) -> Result<T, Errno>,
 ) -> Result<T, Errno> {
+    let fd = sock.io()?;
     loop {
         let guard = if readable {
             fd.readable().await
@@ -529,7 +575,7 @@ async fn write_pump(
 ) {
     let id = sock.id;
     while let Some(out) = inbox.recv().await {
-        if sock.stream && connected.wait_for(|c| *c).await.is_err() {
+        if sock.stream && !matches!(out, Out::Close) && connected.wait_for(|c| *c).await.is_err() {
             return;
         }
         let (result, granted) = match &out {
@@ -537,7 +583,7 @@ async fn write_pump(
                 let mut done = 0;
                 let mut result = Ok(());
                 while done < data.len() {
-                    match when_ready(&sock.fd, false, |fd| sys::send(fd, &data[done..])).await {
+                    match when_ready(&sock, false, |fd| sys::send(fd, &data[done..])).await {
                         Ok(n) => done += n,
                         Err(e) => {
                             result = Err(e);
@@ -549,20 +595,21 @@ async fn write_pump(
             }
             Out::Data(data) => {
                 // A datagram that cannot go is lost, as UDP loses it.
-                let sent = when_ready(&sock.fd, false, |fd| sys::send(fd, data)).await;
+                let sent = when_ready(&sock, false, |fd| sys::send(fd, data)).await;
                 if let Err(e) = sent {
                     debug!(id, errno = e, "datagram not sent");
                 }
                 (Ok(()), data.len())
             }
             Out::DataTo(addr, data) => {
-                let sent = when_ready(&sock.fd, false, |fd| sys::sendto(fd, data, addr)).await;
+                let sent = when_ready(&sock, false, |fd| sys::sendto(fd, data, addr)).await;
                 if let Err(e) = sent {
                     debug!(id, errno = e, "datagram not sent");
                 }
                 (Ok(()), data.len())
             }
-            Out::Eof => (sys::shutdown(sock.fd.get_ref().as_fd(), libc::SHUT_WR), 0),
+            Out::Eof => (sys::shutdown(sock.raw(), libc::SHUT_WR), 0),
+            Out::Close => return session.forget(&sock),
         };
         if let Err(errno) = result {
             session.send(Frame::Close { id, errno });
@@ -586,7 +633,7 @@ async fn read_stream(session: Arc<Session>, sock: Arc<Sock>) {
         if allowed == 0 {
             return;
         }
-        let result = when_ready(&sock.fd, true, |fd| {
+        let result = when_ready(&sock, true, |fd| {
             sys::recv(fd, &mut buf[..allowed as usize], 0)
         })
         .await;
@@ -609,7 +656,7 @@ async fn read_datagrams(session: Arc<Session>, sock: Arc<Sock>) {
     let id = sock.id;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        match when_ready(&sock.fd, true, |fd| sys::recvfrom(fd, &mut buf)).await {
+        match when_ready(&sock, true, |fd| sys::recvfrom(fd, &mut buf)).await {
             Ok((n, addr)) => {
                 let n = n.min(buf.len());
                 if sock.to_client.try_take(n as u32) {
@@ -633,7 +680,7 @@ async fn accept_loop(session: Arc<Session>, sock: Arc<Sock>) {
         if sock.incoming.take(1).await == 0 {
             return;
         }
-        let accepted = when_ready(&sock.fd, true, sys::accept).await;
+        let accepted = when_ready(&sock, true, sys::accept).await;
         let (conn, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {

@@ -14,6 +14,8 @@
 //! * [`preload`] runs programs with `LD_PRELOAD=librumphijack.so` and no supervisor;
 //! * [`policy`] runs programs under a policy file and hosts a stack with a non-loopback
 //!   address and a silent host;
+//! * [`remote`] joins two namespaces by a wire and runs a stack server on one of them that
+//!   clients on the other reach over TCP;
 //! * [`hostile`] tells host-stack sockets from redirected ones and runs programs as uid
 //!   65534;
 //! * [`require_root`] and [`require_program`] skip loudly, and fail under CI.
@@ -27,6 +29,7 @@ pub mod preload;
 pub mod prereq;
 pub mod process;
 pub mod python;
+pub mod remote;
 pub mod server;
 pub mod tempdir;
 pub mod unprivileged;

@@ -155,7 +155,7 @@ impl Server {
 }
 
 /// Reads the readiness pipe until EOF or a newline; None on timeout.
-fn read_ready_line(fd: OwnedFd, timeout: Duration) -> Option<String> {
+pub(crate) fn read_ready_line(fd: OwnedFd, timeout: Duration) -> Option<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut file = File::from(fd);
