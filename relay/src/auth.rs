@@ -50,7 +50,7 @@ const REFUSED: u8 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The secret file could not be read.
-    #[error("reading secret file {path}: {source}")]
+    #[error("reading secret file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -77,7 +77,7 @@ pub enum AuthError {
     #[error("authentication failed: the peer does not speak the relay protocol")]
     Protocol,
     /// TLS or the connection failed.
-    #[error("relay handshake: {0}")]
+    #[error("relay handshake")]
     Io(#[from] std::io::Error),
     /// TLS could not be set up.
     #[error("TLS setup: {0}")]

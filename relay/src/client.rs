@@ -60,10 +60,10 @@ const MAX_SENDERS: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// TCP failed.
-    #[error("cannot reach relay server {addr}: {source}")]
+    #[error("cannot reach relay server {addr}")]
     Tcp { addr: SocketAddr, source: io::Error },
     /// TLS or authentication failed.
-    #[error("relay server {addr}: {source}")]
+    #[error("relay server {addr}")]
     Auth { addr: SocketAddr, source: AuthError },
     /// Nothing within [`CONNECT_TIMEOUT`].
     #[error("relay server {addr}: no answer within {}s", CONNECT_TIMEOUT.as_secs())]
@@ -92,6 +92,8 @@ struct Inner {
     retry: RetryPolicy,
     tls: tokio_rustls::TlsConnector,
     conn: Mutex<Arc<Conn>>,
+    /// Held by the thread that is reconnecting.
+    reconnecting: Mutex<()>,
     /// A `once` reconnect has been spent on the current loss.
     spent: AtomicBool,
     stack: Mutex<String>,
@@ -134,6 +136,7 @@ impl Relay {
                 retry,
                 tls,
                 conn: Mutex::new(conn),
+                reconnecting: Mutex::new(()),
                 spent: AtomicBool::new(false),
                 stack: Mutex::new(stack),
             }),
@@ -153,13 +156,22 @@ impl Relay {
     /// A live connection, reconnecting as the retry policy allows.
     fn live(&self) -> Result<Arc<Conn>, OpenError> {
         let inner = &self.inner;
-        let mut current = lock(&inner.conn);
+        let current = lock(&inner.conn).clone();
         if current.alive.load(Ordering::SeqCst) {
             inner.spent.store(false, Ordering::SeqCst);
-            return Ok(current.clone());
+            return Ok(current);
         }
-        let lost_at = current.lost_at().unwrap_or_else(Instant::now);
+
+        // One thread reconnects; the others wait for its outcome. The table lock is not held
+        // meanwhile, so calls on sockets of the lost connection still get their answers.
+        let _reconnecting = lock(&inner.reconnecting);
+        let latest = lock(&inner.conn).clone();
+        if latest.alive.load(Ordering::SeqCst) {
+            return Ok(latest);
+        }
+        let lost_at = latest.lost_at().unwrap_or_else(Instant::now);
         let mut backoff = Backoff::new();
+        let mut attempts = 0u32;
         loop {
             let allowed = match inner.retry {
                 RetryPolicy::Never => false,
@@ -169,12 +181,18 @@ impl Relay {
                 RetryPolicy::For(limit) => lost_at.elapsed() < limit,
             };
             if !allowed {
+                if attempts > 0 {
+                    notice(&format!(
+                        "giving up on relay server {} after {attempts} attempt(s) \
+                         (RUMPHIJACK_RETRYCONNECT={}); socket calls now fail with ENOTCONN",
+                        inner.addr, inner.retry
+                    ));
+                }
                 return Err(OpenError::Errno(libc::ENOTCONN));
             }
-            match inner
-                .runtime
-                .block_on(Conn::establish(inner.addr, &inner.secret, &inner.tls))
-            {
+            attempts += 1;
+            let attempt = Conn::establish(inner.addr, &inner.secret, &inner.tls);
+            match inner.runtime.block_on(attempt) {
                 Ok((conn, stack)) => {
                     notice(&format!(
                         "reconnected to relay server {} after {:.1}s; stack: {stack}",
@@ -182,15 +200,14 @@ impl Relay {
                         lost_at.elapsed().as_secs_f64()
                     ));
                     *lock(&inner.stack) = stack;
-                    *current = conn.clone();
+                    *lock(&inner.conn) = conn.clone();
                     return Ok(conn);
                 }
-                Err(e) => debug!(error = %e, "reconnect attempt failed"),
+                Err(e) => debug!(error = %rumpclient::client::error_chain(&e), "reconnect failed"),
             }
-            if inner.retry == RetryPolicy::Once {
-                return Err(OpenError::Errno(libc::ENOTCONN));
+            if inner.retry != RetryPolicy::Once {
+                std::thread::sleep(backoff.next_delay());
             }
-            std::thread::sleep(backoff.next_delay());
         }
     }
 
@@ -422,7 +439,7 @@ impl Conn {
                     match frame::read_frame(&mut reader).await {
                         Ok(Some(frame)) => conn.dispatch(frame),
                         Ok(None) => break "the server closed the connection".to_string(),
-                        Err(e) => break e.to_string(),
+                        Err(e) => break rumpclient::client::error_chain(&e),
                     }
                 };
                 conn.lose(addr, &why);

@@ -106,7 +106,7 @@ pub enum Frame {
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The stream failed or ended.
-    #[error("relay connection: {0}")]
+    #[error("relay connection")]
     Io(#[from] io::Error),
     /// The peer sent something that is not a frame.
     #[error("malformed relay frame: {0}")]

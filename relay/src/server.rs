@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use policy::{Action, Operation, Policy, Protocol, Query};
+use rumpclient::client::error_chain;
 use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -127,7 +128,7 @@ async fn session(
     };
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return warn!(%peer, "relay client refused: {e}"),
+        Ok(Err(e)) => return warn!(%peer, "relay client refused: {}", error_chain(&e)),
         Err(_) => return warn!(%peer, "relay client refused: no handshake within 10 s"),
     };
     info!(%peer, "relay client authenticated");
@@ -164,7 +165,7 @@ async fn session(
                 break;
             }
             Err(e) => {
-                warn!(%peer, "relay client dropped: {e}");
+                warn!(%peer, "relay client dropped: {}", error_chain(&e));
                 break;
             }
         }

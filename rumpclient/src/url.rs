@@ -8,7 +8,7 @@
 //! * `tcp://ADDR:PORT`: a remote stack, with an IPv4 literal or a bracketed IPv6 literal
 //!   (`tcp://[fd00::2]:7000`) and an optional trailing `/`. A TCP connection cannot carry
 //!   descriptors (`SCM_RIGHTS` exists only for Unix-domain sockets, unix(7)), so such a
-//!   server is reached only through the supervisor, which relays the data ([`Endpoint`]);
+//!   server is reached only through the supervisor, which relays the data ([`StackUrl`]);
 //!   [`ServerUrl`], the form the preload library and `rump_server`'s Unix listener take,
 //!   refuses it.
 //!
@@ -196,16 +196,16 @@ impl ServerUrl {
 
 /// Any server URL: a Unix-domain server, or a remote one over TCP.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum StackUrl {
     /// `unix://…`.
     Unix(ServerUrl),
     /// `tcp://ADDR:PORT`.
     Tcp(std::net::SocketAddr),
 }
 
-impl Endpoint {
+impl StackUrl {
     /// Parses a URL of either scheme.
-    pub fn parse(s: &str) -> Result<Endpoint, UrlError> {
+    pub fn parse(s: &str) -> Result<StackUrl, UrlError> {
         match s.strip_prefix("tcp://") {
             Some(rest) => {
                 let bad = || UrlError::BadTcpAddress { url: s.into() };
@@ -214,14 +214,14 @@ impl Endpoint {
                 if addr.port() == 0 {
                     return Err(bad());
                 }
-                Ok(Endpoint::Tcp(addr))
+                Ok(StackUrl::Tcp(addr))
             }
-            None => ServerUrl::parse(s).map(Endpoint::Unix),
+            None => ServerUrl::parse(s).map(StackUrl::Unix),
         }
     }
 
     /// Reads `RUMP_SERVER` as [`ServerUrl::from_env`] does, accepting `tcp://` too.
-    pub fn from_env() -> Result<Option<Endpoint>, UrlError> {
+    pub fn from_env() -> Result<Option<StackUrl>, UrlError> {
         let Some(raw) = std::env::var_os(RUMP_SERVER) else {
             return Ok(None);
         };
@@ -231,15 +231,15 @@ impl Endpoint {
         if value.is_empty() {
             return Err(UrlError::EmptyEnv);
         }
-        Endpoint::parse(&value).map(Some)
+        StackUrl::parse(&value).map(Some)
     }
 }
 
-impl fmt::Display for Endpoint {
+impl fmt::Display for StackUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Unix(url) => url.fmt(f),
-            Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
+            StackUrl::Unix(url) => url.fmt(f),
+            StackUrl::Tcp(addr) => write!(f, "tcp://{addr}"),
         }
     }
 }
@@ -296,9 +296,9 @@ mod tests {
             ("tcp://[fd00::2]:7000", "[fd00::2]:7000"),
             ("tcp://[::1]:1/", "[::1]:1"),
         ] {
-            let parsed = Endpoint::parse(url).unwrap();
-            assert_eq!(parsed, Endpoint::Tcp(addr.parse().unwrap()), "{url}");
-            assert_eq!(Endpoint::parse(&parsed.to_string()).unwrap(), parsed);
+            let parsed = StackUrl::parse(url).unwrap();
+            assert_eq!(parsed, StackUrl::Tcp(addr.parse().unwrap()), "{url}");
+            assert_eq!(StackUrl::parse(&parsed.to_string()).unwrap(), parsed);
         }
         for bad in [
             "tcp://",
@@ -309,7 +309,7 @@ mod tests {
             "tcp://fd00::2:7000",
             "tcp://10.0.0.2:80/path",
         ] {
-            let err = Endpoint::parse(bad).unwrap_err();
+            let err = StackUrl::parse(bad).unwrap_err();
             assert!(
                 matches!(err, UrlError::BadTcpAddress { .. }),
                 "{bad}: {err}"
@@ -317,10 +317,10 @@ mod tests {
             assert!(err.to_string().contains(bad), "{err}");
         }
         assert!(matches!(
-            Endpoint::parse("unix:///tmp/s").unwrap(),
-            Endpoint::Unix(_)
+            StackUrl::parse("unix:///tmp/s").unwrap(),
+            StackUrl::Unix(_)
         ));
-        assert!(Endpoint::parse("udp://1.2.3.4:5").is_err());
+        assert!(StackUrl::parse("udp://1.2.3.4:5").is_err());
     }
 
     #[test]

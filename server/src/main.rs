@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use rumpclient::url::Endpoint;
+use rumpclient::url::StackUrl;
 use server::daemon::{self, Detached, PidFile, ReadyNotifier};
 use server::{describe_stack, netns, ServeOptions, StackServer, Stopped};
 use tracing_subscriber::EnvFilter;
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
         }
     }
     init_logging(args.verbose);
-    let url = match Endpoint::parse(&args.url) {
+    let url = match StackUrl::parse(&args.url) {
         Ok(url) => url,
         Err(e) => return fail(&mut starter, EXIT_USAGE, &e.into()),
     };
@@ -165,8 +165,8 @@ fn main() -> ExitCode {
 }
 
 /// The secret and policy a tcp:// server needs; `None` for a Unix-domain server.
-fn relay_settings(args: &Args, url: &Endpoint) -> anyhow::Result<Option<relay::server::Settings>> {
-    let Endpoint::Tcp(_) = url else {
+fn relay_settings(args: &Args, url: &StackUrl) -> anyhow::Result<Option<relay::server::Settings>> {
+    let StackUrl::Tcp(_) = url else {
         if args.secret_file.is_some() || args.policy.is_some() {
             anyhow::bail!("--secret-file and --policy apply to tcp:// servers only");
         }
@@ -189,7 +189,7 @@ fn relay_settings(args: &Args, url: &Endpoint) -> anyhow::Result<Option<relay::s
 
 fn serve(
     args: &Args,
-    url: &Endpoint,
+    url: &StackUrl,
     relay: Option<relay::server::Settings>,
     starter: &mut Starter,
 ) -> anyhow::Result<()> {
@@ -211,7 +211,7 @@ fn serve(
 
     // 3. Listen (this sets the umask for a moment; still single-threaded here).
     let url = match (url, relay) {
-        (Endpoint::Tcp(addr), Some(mut settings)) => {
+        (StackUrl::Tcp(addr), Some(mut settings)) => {
             let listener = std::net::TcpListener::bind(addr)
                 .with_context(|| format!("listening on tcp://{addr}"))?;
             let _pid_file = pid_file(args)?;
@@ -223,8 +223,8 @@ fn serve(
             tracing::info!("stopped");
             return Ok(());
         }
-        (Endpoint::Unix(url), _) => url,
-        (Endpoint::Tcp(_), None) => unreachable!("relay_settings requires settings for tcp"),
+        (StackUrl::Unix(url), _) => url,
+        (StackUrl::Tcp(_), None) => unreachable!("relay_settings requires settings for tcp"),
     };
     let opts = ServeOptions {
         allowed_uids: args.allow_uid.clone(),

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use policy::{HijackSpec, Policy};
 use rumpclient::client::{Client, Identity};
 use rumpclient::retry::RetryPolicy;
-use rumpclient::url::Endpoint;
+use rumpclient::url::StackUrl;
 use tracing::{debug, info, warn};
 
 use crate::audit::Audit;
@@ -85,17 +85,17 @@ pub fn run(args: RunArgs) -> Result<u8, RunError> {
         .or_fail(Failure::Config)?;
     let endpoint = match &args.server {
         Some(s) => Some(
-            Endpoint::parse(s)
+            StackUrl::parse(s)
                 .context("--server")
                 .or_fail(Failure::Config)?,
         ),
-        None => Endpoint::from_env()
+        None => StackUrl::from_env()
             .context("RUMP_SERVER")
             .or_fail(Failure::Config)?,
     };
     let (url, remote) = match endpoint {
-        Some(Endpoint::Unix(url)) => (Some(url), None),
-        Some(Endpoint::Tcp(addr)) => {
+        Some(StackUrl::Unix(url)) => (Some(url), None),
+        Some(StackUrl::Tcp(addr)) => {
             let secret = match &args.secret_file {
                 Some(path) => relay::Secret::from_file(path),
                 None => Err(relay::auth::AuthError::Missing),
