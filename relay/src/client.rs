@@ -659,6 +659,18 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
     (unsafe { libc::poll(&mut pfd, 1, 0) }) > 0 && pfd.revents & libc::POLLHUP != 0
 }
 
+/// Whether the program's end can send no more (it shut down writing, or closed).
+fn read_hung_up(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    (unsafe { libc::poll(&mut pfd, 1, 0) }) > 0
+        && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
+}
+
 /// Sends what the program writes, within the window.
 async fn uplink(conn: Arc<Conn>, sock: Arc<LocalSock>) {
     let id = sock.id;
@@ -672,11 +684,20 @@ async fn uplink(conn: Arc<Conn>, sock: Arc<LocalSock>) {
         } else {
             buf.len()
         };
+        // MSG_TRUNC makes a datagram read report the datagram's full length.
+        let flags = if sock.stream { 0 } else { libc::MSG_TRUNC };
         let got = when_ready(&sock.ours, Interest::READABLE, |fd| {
-            sys::recv(fd, &mut buf[..allowed], libc::MSG_TRUNC)
+            sys::recv(fd, &mut buf[..allowed], flags)
         })
         .await;
         match got {
+            // An empty datagram is a datagram; end of file shows as a read-side hang-up.
+            Ok(0) if !sock.stream && !read_hung_up(sock.ours.get_ref().as_fd()) => {
+                conn.send(Frame::Data {
+                    id,
+                    data: Vec::new(),
+                });
+            }
             Ok(0) | Err(_) => break,
             Ok(n) if sock.stream => {
                 sock.up.give((allowed - n) as u32);
