@@ -170,12 +170,11 @@ async fn session(
             }
         }
     }
-    // Dropping the sockets aborts their tasks and closes them.
-    session
-        .sockets
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    // The sockets' tasks hold references to them: stop the tasks, and the sockets close.
+    let sockets = std::mem::take(&mut *session.sockets.lock().unwrap_or_else(|e| e.into_inner()));
+    for sock in sockets.values() {
+        sock.stop();
+    }
     writing.abort();
 }
 
@@ -206,6 +205,7 @@ struct Sock {
     /// Connections we may still announce (listening sockets).
     incoming: Arc<Window>,
     listening: AtomicBool,
+    stopped: AtomicBool,
     out: mpsc::UnboundedSender<Out>,
     connected: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -215,6 +215,7 @@ impl Sock {
     /// Stops the socket's tasks (they hold references to it, so dropping the table's
     /// reference alone would not end them).
     fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         self.to_client.close();
         self.incoming.close();
         for task in self
@@ -244,11 +245,15 @@ impl Sock {
         Ok(self.io.get_or_init(|| io))
     }
 
+    /// Keeps `task` to stop with the socket; a socket already stopped stops it at once (a
+    /// connect that finishes after the client left starts its reader too late).
     fn add_task(&self, task: JoinHandle<()>) {
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped.load(Ordering::SeqCst) {
+            task.abort();
+        } else {
+            tasks.push(task);
+        }
     }
 }
 
@@ -323,6 +328,9 @@ impl Session {
 
     fn handle(self: &Arc<Self>, frame: Frame) {
         let id = frame.id();
+        if !matches!(frame, Frame::Data { .. } | Frame::Credit { .. }) {
+            tracing::trace!(peer = %self.peer, ?frame, "frame");
+        }
         if let Frame::Open {
             req,
             domain,
@@ -445,6 +453,7 @@ impl Session {
             to_client: Arc::new(Window::new(WINDOW)),
             incoming: Arc::new(Window::new(INCOMING_WINDOW)),
             listening: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             out,
             connected: watch::channel(connected).0,
             tasks: Mutex::new(Vec::new()),
