@@ -70,6 +70,9 @@ pub enum AuthError {
     /// The server did not accept our proof.
     #[error("authentication failed: the server refused our secret")]
     Refused,
+    /// The client's proof was wrong (the server's view).
+    #[error("authentication failed: the client's proof does not match the secret")]
+    BadProof,
     /// The server could not prove it holds the secret.
     #[error("authentication failed: the server does not hold the secret")]
     ServerProof,
@@ -288,7 +291,7 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     {
         stream.write_all(&[REFUSED]).await?;
         stream.flush().await?;
-        return Err(AuthError::Refused);
+        return Err(AuthError::BadProof);
     }
 
     let mut reply = vec![ACCEPTED];
@@ -358,6 +361,9 @@ mod tests {
             let served = server.await.unwrap();
             assert_eq!(client.is_ok(), ok, "{client:?}");
             assert_eq!(served.is_ok(), ok, "{served:?}");
+            if !ok {
+                assert!(matches!(served, Err(AuthError::BadProof)), "{served:?}");
+            }
             if ok {
                 assert_eq!(client.unwrap(), "st");
             } else {
