@@ -555,7 +555,15 @@ impl Conn {
             protocol,
         })?;
         let stream = ty & 0xf == libc::SOCK_STREAM;
-        match self.attach(id, stream) {
+        let attached = self.attach(id, stream).and_then(|program_end| {
+            // O_NONBLOCK belongs to the open file the program gets (SOCK_CLOEXEC is the
+            // descriptor's, set when it is installed).
+            if ty & libc::SOCK_NONBLOCK != 0 {
+                sys::set_nonblocking(program_end.as_fd(), true)?;
+            }
+            Ok(program_end)
+        });
+        match attached {
             Ok(program_end) => Ok(program_end),
             Err(e) => {
                 self.send(Frame::Close { id, errno: 0 });

@@ -250,6 +250,11 @@ fn nonblocking_connect_with_poll() {
         "connect to a listener\n{out}"
     );
     assert_eq!(after(&out, "open echo="), "ping-nb end=ok", "{out}");
+    assert_eq!(
+        after(&out, "created nonblock="),
+        "1",
+        "SOCK_NONBLOCK\n{out}"
+    );
     let closed = after(&out, "closed connect=");
     assert!(
         closed == "EINPROGRESS so_error=ECONNREFUSED" || closed == "ECONNREFUSED so_error=-",

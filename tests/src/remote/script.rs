@@ -16,7 +16,7 @@ pub fn write_remote_helper(dir: &TempDir) -> PathBuf {
 }
 
 const SCRIPT: &str = r#"
-import errno, hashlib, random, select, socket, sys, threading, time
+import errno, fcntl, hashlib, os, random, select, socket, sys, threading, time
 
 CHUNK = 1 << 16
 HALFCLOSE_REPLY = 300000
@@ -220,9 +220,15 @@ def udp(port, hosts):
             say("connected", host, "sizes=" + sizes, "intact=%s" % intact,
                 "peer=" + show(sock.getpeername()))
 
-def nb_connect(host, port):
-    sock = socket.socket(family(host), socket.SOCK_STREAM)
-    sock.setblocking(False)
+def nb_connect(host, port, at_creation=False):
+    if at_creation:
+        # SOCK_NONBLOCK at creation must make the program's descriptor non-blocking.
+        sock = socket.socket(family(host), socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+        say("created", "nonblock=%d" % bool(flags & os.O_NONBLOCK))
+    else:
+        sock = socket.socket(family(host), socket.SOCK_STREAM)
+        sock.setblocking(False)
     rc = sock.connect_ex((host, port))
     first = errno.errorcode.get(rc, str(rc)) if rc else "0"
     if rc not in (0, errno.EINPROGRESS):
@@ -253,7 +259,7 @@ def nonblocking(host, port, closed_port):
             got += chunk
         say("open", "echo=" + got.decode(errors="replace"), "end=" + end)
     sock.close()
-    sock, first, err = nb_connect(host, closed_port)
+    sock, first, err = nb_connect(host, closed_port, at_creation=True)
     say("closed", "connect=" + first, "so_error=" + err)
     sock.close()
 
