@@ -33,10 +33,11 @@ fn assert_error(out: &Finished, code: i32, fragment: &str, why: &str) {
 #[test]
 fn bad_rump_server_urls_are_configuration_errors() {
     let dir = TempDir::new("bad_rump_server_urls_are_configuration_errors");
-    // A tcp:// URL must be refused before any connection attempt; loopback keeps this test
-    // harmless even if it were not.
+    // A tcp:// URL without a secret, or with a host name, is refused before any connection
+    // attempt; loopback keeps this test harmless even if it were not.
     for (url, fragment) in [
-        ("tcp://127.0.0.1:9", "not supported"),
+        ("tcp://127.0.0.1:9", "RUMPHIJACK_SECRET_FILE"),
+        ("tcp://localhost:9", "tcp://IPV4:PORT"),
         ("http://x", "http"),
         ("unix://", "unix://"),
     ] {
