@@ -2,16 +2,18 @@
 //! found by using each one for real, and what will not work without it.
 //!
 //! Every feature is tried the way `rumphijack run` uses it, in short-lived child processes
-//! ([`probes`]): a real filter with a notification listener, a real trapped `socket()`
+//! ([`notification`], [`probes`]): a real filter with a notification listener, a real trapped `socket()`
 //! answered with `SECCOMP_IOCTL_NOTIF_ADDFD`, a real namespace like `--isolated` makes.
 //! Reading version numbers would say what the kernel should have, not what this kernel,
 //! with its configuration and security modules, lets rumphijack do.
 
+mod notification;
 mod probes;
 
 use std::process::ExitCode;
 
-use probes::{NotificationProbe, Probe};
+use notification::NotificationProbe;
+use probes::Probe;
 
 /// Exit status when something `rumphijack run` needs is missing.
 const EXIT_MISSING: u8 = 1;
