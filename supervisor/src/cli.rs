@@ -67,6 +67,26 @@ only one that is a security boundary); the preload library alone
 and hybrid mode (rumphijack run --preload), where the library handles libc's calls
 in-process and the seccomp filter catches the rest.";
 
+const RUN_LONG_ABOUT: &str = "\
+Runs PROGRAM with its sockets created in the stack server's network namespace.
+
+The stack is the server at --server or RUMP_SERVER; without either, rumphijack hosts it
+itself (an embedded server): the namespace it runs in, a fresh one (--isolated) or an
+existing one (--netns). Signals INT, TERM, HUP, QUIT, USR1 and USR2 sent to rumphijack are
+passed on to the program, and every child that exits is reaped, so rumphijack can be a
+container's first process.";
+
+const DOCTOR_LONG_ABOUT: &str = "\
+Checks, by trying each one, the kernel features rumphijack relies on: seccomp user
+notification, installing descriptors with SECCOMP_IOCTL_NOTIF_ADDFD and
+SECCOMP_ADDFD_FLAG_SEND, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, pidfd_open and
+pidfd_getfd, reading a process's memory, user and network namespaces, and a few optional
+ones. Prints one line per feature, ok or missing, with what depends on it; the probes run
+in short-lived child processes.
+
+Exit status is 0 when everything rumphijack run needs is present (optional features may be
+missing), 1 when something it needs is missing.";
+
 const ENVIRONMENT: &str = "\
 Environment:
   RUMP_SERVER  stack server URL, unix:///abs/path or unix://relative/path (as --server).
@@ -125,32 +145,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run PROGRAM with its sockets created in the stack server's network namespace.
-    #[command(
-        long_about = "Runs PROGRAM with its sockets created in the stack server's network \
-namespace.
-
-The stack is the server at --server or RUMP_SERVER; without either, rumphijack hosts it \
-itself (an embedded server): the namespace it runs in, a fresh one (--isolated) or an \
-existing one (--netns). Signals INT, TERM, HUP, QUIT, USR1 and USR2 sent to rumphijack are \
-passed on to the program, and every child that exits is reaped, so rumphijack can be a \
-container's first process.",
-        after_help = EXIT_CODES
-    )]
+    #[command(long_about = RUN_LONG_ABOUT, after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Validate or query a policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Check that this kernel has what rumphijack needs, and say what will not work.
-    #[command(long_about = "\
-Checks, by trying each one, the kernel features rumphijack relies on: seccomp user
-notification, installing descriptors with SECCOMP_IOCTL_NOTIF_ADDFD and
-SECCOMP_ADDFD_FLAG_SEND, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, pidfd_open and
-pidfd_getfd, reading a process's memory, user and network namespaces, and a few optional
-ones. Prints one line per feature, ok or missing, with what depends on it; the probes run
-in short-lived child processes.
-
-Exit status is 0 when everything rumphijack run needs is present (optional features may be
-missing), 1 when something it needs is missing.")]
+    #[command(long_about = DOCTOR_LONG_ABOUT)]
     Doctor,
 }
 
