@@ -2,8 +2,9 @@
 # Hybrid mode. The same program runs twice in a fresh stack of its own: under the supervisor
 # alone, where each socket() it makes is a round trip through the supervisor, and with
 # --preload, where librumphijack.so makes its socket calls in-process and the supervisor's
-# seccomp filter only catches what goes around the library. The supervisor's own count of
-# the calls it served (--stats) shows the difference.
+# seccomp filter only catches what goes around the library (here the netlink socket that
+# glibc's if_nameindex() opens internally). The supervisor's own count of the calls it served
+# (--stats) shows the difference.
 #
 #   examples/hybrid.sh
 #
