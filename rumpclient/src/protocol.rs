@@ -40,6 +40,12 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The first version with [`Message::CreateSockets`].
 pub const BATCH_PROTOCOL_VERSION: u16 = 2;
 
+/// The protocol versions this crate speaks, for the `--version` output of the programs built
+/// on it: `protocol 2, accepts 1 to 2`. Both sides accept a peer of any version in the range.
+pub fn versions_summary() -> String {
+    format!("protocol {PROTOCOL_VERSION}, accepts {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}")
+}
+
 /// Most sockets one [`Message::CreateSockets`] may ask for, and so the most descriptors one
 /// frame carries. Far below the kernel's `SCM_MAX_FD` (253, unix(7)); large enough that one
 /// round trip is a small share of each socket's cost.
@@ -479,6 +485,19 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn versions_summary_names_the_newest_and_oldest_version() {
+        let text = versions_summary();
+        assert!(
+            text.starts_with(&format!("protocol {PROTOCOL_VERSION},")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("accepts {MIN_PROTOCOL_VERSION} to")),
+            "{text}"
+        );
+    }
 
     fn round_trip(msg: Message) {
         let frame = msg.encode();

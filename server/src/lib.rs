@@ -8,6 +8,8 @@
 //! * [`listener`]: [`StackServer`], the listening socket and a thread per client.
 //! * [`daemon`]: what the `rump_server` binary needs to start as a service: detaching and
 //!   telling its starter that it is ready.
+//! * [`systemd`]: socket activation and readiness notification under systemd.
+//! * [`cli`]: the binary's command line, shared with the man page and completion generator.
 //!
 //! The crate is a library so that `rumphijack run` can embed a server in-process; the
 //! binary is a thin shell around it. All `unsafe` code is in the private `sys` module.
@@ -19,11 +21,13 @@
 //! sets the process-wide umask for a moment) before starting threads; the server's own
 //! threads inherit the namespace of the thread that calls [`StackServer::run`].
 
+pub mod cli;
 pub mod daemon;
 pub mod listener;
 pub mod netns;
 pub mod session;
 mod sys;
+pub mod systemd;
 
 pub use listener::{ServerError, ShutdownHandle, StackServer, Stopped, MAX_CLIENTS};
 pub use netns::{describe_stack, NetnsError};

@@ -67,7 +67,7 @@ pub enum ServerError {
     #[error("{op} {}: {source}", path.display())]
     Path {
         /// What was attempted: `inspecting`, `probing`, `removing stale socket`, `binding`,
-        /// `chmod 0600`.
+        /// `chmod 0600`, `setting O_NONBLOCK on`.
         op: &'static str,
         /// The path.
         path: PathBuf,
@@ -124,8 +124,9 @@ impl ShutdownHandle {
 pub struct StackServer {
     listener: UnixListener,
     path: PathBuf,
-    /// Device and inode of the socket file we bound, so we never unlink a successor's.
-    identity: (u64, u64),
+    /// Device and inode of the socket file we bound, so we never unlink a successor's; `None`
+    /// for a socket someone else bound (systemd), whose file is not ours to remove.
+    identity: Option<(u64, u64)>,
     wake_rx: OwnedFd,
     handle: ShutdownHandle,
     opts: ServeOptions,
@@ -161,16 +162,40 @@ impl StackServer {
                 .map_err(|e| path_err("chmod 0600", e))?;
         }
 
-        // 3. Non-blocking, so a client that vanishes between poll and accept cannot block us.
+        StackServer::new(listener, path, Some((meta.dev(), meta.ino())), opts)
+    }
+
+    /// Serves on a socket that is already bound to `path` and listening, such as the one
+    /// systemd passes to a socket-activated service. Its file is left in place when the
+    /// server stops: it belongs to whoever bound it.
+    pub fn from_listener(
+        listener: UnixListener,
+        path: &Path,
+        opts: ServeOptions,
+    ) -> Result<StackServer, ServerError> {
+        StackServer::new(listener, path, None, opts)
+    }
+
+    fn new(
+        listener: UnixListener,
+        path: &Path,
+        identity: Option<(u64, u64)>,
+        opts: ServeOptions,
+    ) -> Result<StackServer, ServerError> {
+        // Non-blocking, so a client that vanishes between poll and accept cannot block us.
         listener
             .set_nonblocking(true)
-            .map_err(|e| path_err("binding", e))?;
+            .map_err(|e| ServerError::Path {
+                op: "setting O_NONBLOCK on",
+                path: path.to_owned(),
+                source: e,
+            })?;
         let flags = OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
         let (wake_rx, wake_tx) = nix::unistd::pipe2(flags).map_err(ServerError::Setup)?;
         Ok(StackServer {
             listener,
             path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
+            identity,
             wake_rx,
             handle: ShutdownHandle {
                 wake: Arc::new(wake_tx),
@@ -191,9 +216,9 @@ impl StackServer {
 
     /// Serves clients until a [`ShutdownHandle`] is used or `stop_fd` becomes readable.
     ///
-    /// Then it stops accepting, removes the socket path, shuts the read side of every
-    /// client connection (a request already sent still gets its reply; the client then
-    /// reads `Error { ShuttingDown }`) and waits up to 2 seconds for sessions to end.
+    /// Then it stops accepting, removes the socket path (if it bound it), shuts the read side
+    /// of every client connection (a request already sent still gets its reply; the client
+    /// then reads `Error { ShuttingDown }`) and waits up to 2 seconds for sessions to end.
     pub fn run(self, stop_fd: Option<BorrowedFd<'_>>) -> Result<Stopped, ServerError> {
         let shared = Arc::new(Shared {
             opts: self.opts.clone(),
@@ -237,8 +262,11 @@ impl StackServer {
 
     /// Removes the socket path if it is still the file this server bound.
     fn unlink(&self) {
+        let Some(identity) = self.identity else {
+            return;
+        };
         let ours = fs::symlink_metadata(&self.path)
-            .map(|m| (m.dev(), m.ino()) == self.identity)
+            .map(|m| (m.dev(), m.ino()) == identity)
             .unwrap_or(false);
         if ours {
             if let Err(e) = fs::remove_file(&self.path) {

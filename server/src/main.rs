@@ -1,115 +1,43 @@
 //! `rump_server`: host a network stack and hand its sockets to rumphijack clients.
 
 use std::io::IsTerminal;
-use std::os::fd::{AsFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use anyhow::{anyhow, Context as _};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use rumpclient::url::StackUrl;
+use rumpclient::url::{ServerUrl, StackUrl};
+use server::cli::{ServerArgs, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use server::daemon::{self, Detached, PidFile, ReadyNotifier};
+use server::systemd::{self, Activation, Notifier};
 use server::{describe_stack, netns, ServeOptions, StackServer, Stopped};
 use tracing_subscriber::EnvFilter;
-
-/// Clean shutdown after SIGINT or SIGTERM.
-const EXIT_OK: u8 = 0;
-/// The server could not start or failed while running.
-const EXIT_FAILURE: u8 = 1;
-/// Bad command line or server URL (clap uses the same code for its own errors).
-const EXIT_USAGE: u8 = 2;
-
-const LONG_ABOUT: &str = "\
-Hosts a TCP/IP stack for rumphijack clients. The stack is a Linux network namespace: the
-one rump_server runs in, an existing one (--netns), or a fresh one with only loopback up
-(--isolated; unprivileged users get it through a user namespace). Clients connect to the
-Unix socket named by URL (unix:///abs/path or unix://relative/path), and every socket they
-ask for is created in that stack and passed back as a descriptor.
-
-With URL tcp://ADDR:PORT (an IPv4 literal or [IPv6] literal) the server listens on TCP for
-remote supervisors instead: it keeps the sockets itself and relays their data. Every such
-connection is TLS 1.3, and both sides prove they hold the secret in --secret-file (at least
-16 bytes, not readable by group or others) without sending it. Remote clients get Internet
-sockets only; --policy restricts what they may connect to, bind, listen on, accept and send
-to, whatever their own supervisor allows.
-
-The socket file is created with mode 0600; peers other than root, the server's own uid and
---allow-uid uids are refused. A stale socket file is replaced; a live server is not.
-
-Readiness: with --ready-fd FD the line READY is written to FD, which is then closed; with
---detach the command returns only once the server is ready. SIGINT and SIGTERM stop the
-server: in-flight requests finish, the socket file is removed.
-
-Exit status:
-  0  clean shutdown after SIGINT or SIGTERM (or the detached server became ready)
-  1  the server could not start (namespace, bind, live server present) or failed
-  2  usage error or bad URL";
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "rump_server",
-    version,
-    about = "Host a network stack for rumphijack"
-)]
-#[command(long_about = LONG_ABOUT)]
-struct Args {
-    /// Create a fresh network namespace with only loopback up.
-    #[arg(long, conflicts_with = "netns")]
-    isolated: bool,
-
-    /// Join the network namespace at PATH (/run/netns/NAME, /proc/PID/ns/net).
-    #[arg(long, value_name = "PATH")]
-    netns: Option<PathBuf>,
-
-    /// Also allow clients with this uid (repeatable).
-    #[arg(long = "allow-uid", value_name = "UID")]
-    allow_uid: Vec<u32>,
-
-    /// Write "READY\n" to this inherited descriptor once listening, then close it.
-    #[arg(long, value_name = "FD")]
-    ready_fd: Option<RawFd>,
-
-    /// Run in the background; return once the server is ready.
-    #[arg(long)]
-    detach: bool,
-
-    /// Write the server's pid to PATH (removed on clean exit).
-    #[arg(long, value_name = "PATH")]
-    pidfile: Option<PathBuf>,
-
-    /// For tcp:// URLs: the file holding the secret clients must prove.
-    #[arg(long, value_name = "FILE")]
-    secret_file: Option<PathBuf>,
-
-    /// For tcp:// URLs: a policy file deciding what remote clients may do.
-    #[arg(long, value_name = "FILE")]
-    policy: Option<PathBuf>,
-
-    /// More logging: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
-
-    /// Where to listen: unix:///abs/path, unix://relative/path or tcp://ADDR:PORT.
-    url: String,
-}
 
 /// Who waits to hear that the server is ready.
 #[derive(Debug, Default)]
 struct Starter {
     ready_fd: Option<ReadyNotifier>,
     detach_pipe: Option<ReadyNotifier>,
+    systemd: Option<Notifier>,
 }
 
 impl Starter {
-    fn ready(&mut self) -> anyhow::Result<()> {
+    fn ready(&mut self, url: &dyn std::fmt::Display) -> anyhow::Result<()> {
         if let Some(fd) = self.ready_fd.take() {
             fd.ready().context("writing READY to --ready-fd")?;
         }
         if let Some(pipe) = self.detach_pipe.take() {
             pipe.ready()
                 .context("telling the starting process we are ready")?;
+        }
+        if let Some(systemd) = self.systemd.take() {
+            let state = format!("READY=1\nSTATUS=serving on {url}");
+            systemd
+                .notify(&state)
+                .context("sending READY=1 to NOTIFY_SOCKET")?;
         }
         Ok(())
     }
@@ -125,20 +53,32 @@ impl Starter {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = ServerArgs::parse();
 
-    // The inherited descriptor must be claimed before this process opens any file.
+    // Inherited descriptors are claimed before this process opens any file (then no other
+    // part of it can own them), and the variables describing them are read and removed
+    // while it is still single-threaded.
     let mut starter = Starter::default();
+    let activation = match systemd::take_listen_fds() {
+        Ok(activation) => activation,
+        Err(e) => return fail(&mut starter, EXIT_FAILURE, &e.into()),
+    };
     if let Some(fd) = args.ready_fd {
         match ReadyNotifier::from_inherited_fd(fd) {
             Ok(notifier) => starter.ready_fd = Some(notifier),
             Err(e) => return fail(&mut starter, EXIT_USAGE, &e.into()),
         }
     }
+    // The notification socket is made here, in the namespace systemd runs in: an abstract
+    // NOTIFY_SOCKET name means nothing in the namespace --isolated or --netns enters.
+    match Notifier::from_env() {
+        Ok(notifier) => starter.systemd = notifier,
+        Err(e) => return fail(&mut starter, EXIT_FAILURE, &e.into()),
+    }
     init_logging(args.verbose);
-    let url = match StackUrl::parse(&args.url) {
+    let url = match listen_url(args.url.as_deref(), activation.as_ref()) {
         Ok(url) => url,
-        Err(e) => return fail(&mut starter, EXIT_USAGE, &e.into()),
+        Err(e) => return fail(&mut starter, EXIT_USAGE, &e),
     };
     let relay = match relay_settings(&args, &url) {
         Ok(settings) => settings,
@@ -158,22 +98,68 @@ fn main() -> ExitCode {
         }
     }
 
-    match serve(&args, &url, relay, &mut starter) {
+    let served = match (&url, relay) {
+        (StackUrl::Tcp(addr), Some(settings)) => serve_relay(&args, *addr, settings, &mut starter),
+        (StackUrl::Unix(url), _) => serve(&args, url, activation, &mut starter),
+        (StackUrl::Tcp(_), None) => unreachable!("relay_settings requires settings for tcp"),
+    };
+    match served {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => fail(&mut starter, EXIT_FAILURE, &e),
     }
 }
 
+/// The URL the server answers at: the one given, or that of the socket systemd passed. When
+/// both are there they must name the same socket file.
+fn listen_url(given: Option<&str>, activation: Option<&Activation>) -> anyhow::Result<StackUrl> {
+    let given = given.map(StackUrl::parse).transpose()?;
+    let Some(activation) = activation else {
+        return given.ok_or_else(|| {
+            anyhow!("a URL to listen on is required, unless systemd passes the socket")
+        });
+    };
+    let passed = ServerUrl::Unix(activation.path.clone());
+    let given = match given {
+        None => return Ok(StackUrl::Unix(passed)),
+        Some(StackUrl::Unix(url)) => url,
+        Some(StackUrl::Tcp(_)) => {
+            return Err(anyhow!(
+                "systemd passed a Unix socket; a tcp:// URL cannot name it"
+            ))
+        }
+    };
+    let identity = |url: &ServerUrl| {
+        std::fs::metadata(url.path())
+            .map(|m| (m.dev(), m.ino()))
+            .with_context(|| format!("inspecting {}", url.path().display()))
+    };
+    let mismatch = || {
+        format!(
+            "{given} must name the socket systemd passed, which is bound to {}",
+            activation.path.display()
+        )
+    };
+    if identity(&given).with_context(mismatch)? != identity(&passed)? {
+        return Err(anyhow!(mismatch()));
+    }
+    Ok(StackUrl::Unix(given))
+}
+
 /// The secret and policy a tcp:// server needs; `None` for a Unix-domain server.
-fn relay_settings(args: &Args, url: &StackUrl) -> anyhow::Result<Option<relay::server::Settings>> {
+fn relay_settings(
+    args: &ServerArgs,
+    url: &StackUrl,
+) -> anyhow::Result<Option<relay::server::Settings>> {
     let StackUrl::Tcp(_) = url else {
         if args.secret_file.is_some() || args.policy.is_some() {
-            anyhow::bail!("--secret-file and --policy apply to tcp:// servers only");
+            return Err(anyhow!(
+                "--secret-file and --policy apply to tcp:// servers only"
+            ));
         }
         return Ok(None);
     };
     let Some(path) = &args.secret_file else {
-        anyhow::bail!("a tcp:// server needs --secret-file FILE");
+        return Err(anyhow!("a tcp:// server needs --secret-file FILE"));
     };
     let secret = relay::Secret::from_file(path)?;
     let policy = match &args.policy {
@@ -187,55 +173,79 @@ fn relay_settings(args: &Args, url: &StackUrl) -> anyhow::Result<Option<relay::s
     }))
 }
 
-fn serve(
-    args: &Args,
-    url: &StackUrl,
-    relay: Option<relay::server::Settings>,
-    starter: &mut Starter,
-) -> anyhow::Result<()> {
-    // 1. Enter the stack, while this is the only thread (see server::netns).
+/// Enters the stack (as `serve` does) and blocks SIGINT and SIGTERM, returning the signalfd
+/// that reports them. Must run while the process has a single thread.
+fn enter_stack(args: &ServerArgs) -> anyhow::Result<SignalFd> {
     if let Some(path) = &args.netns {
         netns::join(path)?;
     } else if args.isolated {
         netns::isolate()?;
     }
-
-    // 2. Block SIGINT/SIGTERM before any thread exists, so every thread inherits the mask
-    //    and the signals are only ever consumed through the signalfd.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGTERM);
     mask.thread_block().context("blocking SIGINT and SIGTERM")?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("creating a signalfd")?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("creating a signalfd")
+}
 
-    // 3. Listen (this sets the umask for a moment; still single-threaded here).
-    let url = match (url, relay) {
-        (StackUrl::Tcp(addr), Some(mut settings)) => {
-            let listener = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("listening on tcp://{addr}"))?;
-            let _pid_file = pid_file(args)?;
-            settings.stack = describe_stack();
-            tracing::info!("listening on tcp://{addr} (stack: {})", settings.stack);
-            starter.ready()?;
-            relay::server::serve(listener, settings, Some(signals.as_fd()))
-                .with_context(|| format!("serving tcp://{addr}"))?;
-            tracing::info!("stopped");
-            return Ok(());
-        }
-        (StackUrl::Unix(url), _) => url,
-        (StackUrl::Tcp(_), None) => unreachable!("relay_settings requires settings for tcp"),
-    };
+/// Serves remote supervisors on `addr`, relaying their sockets.
+fn serve_relay(
+    args: &ServerArgs,
+    addr: std::net::SocketAddr,
+    mut settings: relay::server::Settings,
+    starter: &mut Starter,
+) -> anyhow::Result<()> {
+    let signals = enter_stack(args)?;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("listening on tcp://{addr}"))?;
+    let _pid_file = pid_file(args)?;
+    settings.stack = describe_stack();
+    tracing::info!("listening on tcp://{addr} (stack: {})", settings.stack);
+    starter.ready(&format!("tcp://{addr}"))?;
+    relay::server::serve(listener, settings, Some(signals.as_fd()))
+        .with_context(|| format!("serving tcp://{addr}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn pid_file(args: &ServerArgs) -> anyhow::Result<Option<PidFile>> {
+    match &args.pidfile {
+        Some(path) => Ok(Some(
+            PidFile::create(path)
+                .with_context(|| format!("writing pid file {}", path.display()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn serve(
+    args: &ServerArgs,
+    url: &ServerUrl,
+    activation: Option<Activation>,
+    starter: &mut Starter,
+) -> anyhow::Result<()> {
+    // 1. Enter the stack, while this is the only thread (see server::netns), and block
+    //    SIGINT/SIGTERM before any thread exists, so every thread inherits the mask and the
+    //    signals are only ever consumed through the signalfd. A socket systemd passed stays
+    //    usable: a path socket belongs to the file system, not to a network namespace.
+    let signals = enter_stack(args)?;
+
+    // 2. Listen (binding sets the umask for a moment; still single-threaded here).
     let opts = ServeOptions {
         allowed_uids: args.allow_uid.clone(),
         check_peer: true,
     };
-    let server = StackServer::bind(url.path(), opts)?;
+    let server = match activation {
+        Some(passed) => StackServer::from_listener(passed.listener, &passed.path, opts)?,
+        None => StackServer::bind(url.path(), opts)?,
+    };
     let _pid_file = pid_file(args)?;
 
-    // 4. Tell whoever started us, then serve.
+    // 3. Tell whoever started us, then serve. The socket listens already, so a client that
+    //    connects as soon as it hears waits in the backlog until the loop accepts it.
     tracing::info!("listening on {url} (stack: {})", describe_stack());
-    starter.ready()?;
+    starter.ready(url)?;
     let stopped = server.run(Some(signals.as_fd()))?;
     if stopped == Stopped::StopFd {
         if let Ok(Some(info)) = signals.read_signal() {
@@ -244,17 +254,6 @@ fn serve(
         }
     }
     Ok(())
-}
-
-fn pid_file(args: &Args) -> anyhow::Result<Option<PidFile>> {
-    match &args.pidfile {
-        Some(path) => {
-            Ok(Some(PidFile::create(path).with_context(|| {
-                format!("writing pid file {}", path.display())
-            })?))
-        }
-        None => Ok(None),
-    }
 }
 
 fn init_logging(verbose: u8) {

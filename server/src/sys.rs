@@ -7,7 +7,7 @@
 use std::ffi::CStr;
 use std::fs;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 
@@ -103,13 +103,15 @@ pub(crate) fn fork() -> Result<Forked, Errno> {
     }
 }
 
-static INHERITED_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+/// Inherited descriptors taken so far (see [`adopt_inherited_fd`]).
+static INHERITED_FDS_TAKEN: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
 /// Takes ownership of a descriptor the process inherited from whoever started it, such as
-/// the `--ready-fd` of a supervising script. Marks it close-on-exec.
+/// the `--ready-fd` of a supervising script or a socket passed by systemd. Marks it
+/// close-on-exec.
 ///
 /// Refuses standard input, output and error (`EBADF`), descriptors that are not open
-/// (`EBADF`) and any second call in the process (`EBUSY`).
+/// (`EBADF`) and a descriptor taken before in the process (`EBUSY`).
 ///
 /// Call it before the process opens any descriptor of its own: only then is every open
 /// descriptor above 2 an inherited one that nothing in the process owns yet.
@@ -121,18 +123,47 @@ pub(crate) fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(Errno::last());
     }
-    if INHERITED_FD_TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(Errno::EBUSY);
+    {
+        // A panic while holding the lock cannot leave the list inconsistent.
+        let mut taken = INHERITED_FDS_TAKEN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if taken.contains(&fd) {
+            return Err(Errno::EBUSY);
+        }
+        taken.push(fd);
     }
     // SAFETY: `fd` is open (checked above), is not one of the standard streams that `std`
     // uses, and the process has not opened descriptors of its own yet (the documented
-    // calling rule), so no other owner exists; the flag above makes this the only take.
+    // calling rule), so no other owner exists; the list above makes this its only take.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: F_SETFD with an integer argument touches only the descriptor's flags.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return Err(Errno::last());
     }
     Ok(owned)
+}
+
+/// getsockopt(2) `SOL_SOCKET` option `opt` whose value is an `int` (socket(7)), such as
+/// `SO_DOMAIN`, `SO_TYPE` or `SO_ACCEPTCONN`.
+pub(crate) fn getsockopt_int(sock: BorrowedFd<'_>, opt: libc::c_int) -> Result<i32, Errno> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and describe each other; the kernel
+    // writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -165,5 +196,28 @@ mod tests {
     #[test]
     fn standard_streams_cannot_be_adopted() {
         assert_eq!(adopt_inherited_fd(1).unwrap_err(), Errno::EBADF);
+    }
+
+    #[test]
+    fn a_descriptor_is_adopted_once() {
+        let (rx, tx) = nix::unistd::pipe().unwrap();
+        let number = rx.as_raw_fd();
+        // The adopted descriptor takes over ownership from `rx`.
+        std::mem::forget(rx);
+        let adopted = adopt_inherited_fd(number).unwrap();
+        assert_eq!(adopt_inherited_fd(number).unwrap_err(), Errno::EBUSY);
+        drop((adopted, tx));
+    }
+
+    #[test]
+    fn socket_options_describe_a_listening_unix_socket() {
+        let dir = std::env::temp_dir().join(format!("rump-sockopt-{}", std::process::id()));
+        let _ = fs::remove_file(&dir);
+        let listener = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let fd = listener.as_fd();
+        assert_eq!(getsockopt_int(fd, libc::SO_DOMAIN), Ok(libc::AF_UNIX));
+        assert_eq!(getsockopt_int(fd, libc::SO_TYPE), Ok(libc::SOCK_STREAM));
+        assert_eq!(getsockopt_int(fd, libc::SO_ACCEPTCONN), Ok(1));
+        let _ = fs::remove_file(&dir);
     }
 }

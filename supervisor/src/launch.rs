@@ -233,8 +233,7 @@ fn run_child(
 
     // The supervisor is not dumpable and the child inherited that; the parent needs
     // pidfd_getfd on the child, which checks ptrace access. execve resets the flag anyway.
-    // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let _ = sys::set_dumpable();
 
     if let Err(errno) = sys::set_no_new_privs() {
         report(TAG_NNP_FAILED, errno, false, -1);
@@ -277,8 +276,7 @@ fn run_child(
     // Every inherited descriptor above stderr becomes close-on-exec (close_range(2) with
     // CLOSE_RANGE_CLOEXEC, Linux 5.11), so exec drops them while our socket to the parent
     // still reports an exec failure.
-    // SAFETY: close_range takes integer arguments only.
-    if close_fds && unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 1 << 2) } < 0 {
+    if close_fds && sys::close_range(3, u32::MAX, sys::CLOSE_RANGE_CLOEXEC).is_err() {
         return 1;
     }
 

@@ -139,6 +139,15 @@ pub fn set_not_dumpable() -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// `prctl(PR_SET_DUMPABLE, 1)`: undoes [`set_not_dumpable`], and what the kernel does when a
+/// process changes its credentials, so that the process may be inspected by its own user
+/// again (pidfd_getfd(2), /proc/self files such as `uid_map`).
+pub fn set_dumpable() -> Result<(), Errno> {
+    // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    Errno::result(ret).map(drop)
+}
+
 /// `ioctl(SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)` (Linux 6.6):
 /// the kernel wakes the other side of each hand-off on the waker's CPU.
 pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> Result<(), Errno> {
@@ -151,6 +160,22 @@ pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> Result<(), Errno> {
             SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
         )
     };
+    Errno::result(ret).map(drop)
+}
+
+/// `CLOSE_RANGE_CLOEXEC` (linux/close_range.h): mark the descriptors close-on-exec instead
+/// of closing them.
+pub const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// `close_range(first, last, flags)` (Linux 5.9; `CLOSE_RANGE_CLOEXEC` 5.11): closes, or with
+/// [`CLOSE_RANGE_CLOEXEC`] marks close-on-exec, every open descriptor from `first` to `last`.
+///
+/// Closing descriptors that other code owns breaks it: only call it where nothing else of the
+/// process runs any more (between fork and exec) or with the `CLOEXEC` flag.
+pub fn close_range(first: u32, last: u32, flags: libc::c_uint) -> Result<(), Errno> {
+    // SAFETY: close_range takes integer arguments only; the caller keeps the ownership rule
+    // stated above.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     Errno::result(ret).map(drop)
 }
 

@@ -18,7 +18,8 @@
 //!   clients on the other reach over TCP;
 //! * [`hostile`] tells host-stack sockets from redirected ones and runs programs as uid
 //!   65534;
-//! * [`require_root`] and [`require_program`] skip loudly, and fail under CI.
+//! * [`require_root`], [`require_program`] and [`require_path`] skip loudly, and fail under
+//!   CI.
 
 pub mod bins;
 pub mod clients;
@@ -36,7 +37,7 @@ pub mod unprivileged;
 
 pub use bins::{hijack, python3, rumphijack, rumphijack_cmd};
 pub use netns::NetNs;
-pub use prereq::{require_program, require_root};
+pub use prereq::{require_path, require_program, require_root};
 pub use process::{assert_fds_flat, exit_code, fd_count, free_host_port, run, Finished, Spawned};
 pub use python::write_helper;
 pub use server::Server;

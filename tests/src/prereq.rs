@@ -14,6 +14,12 @@ pub fn require_program(test: &str, program: &str) -> bool {
     find_in_path(program).is_some() || skip(test, &format!("`{program}` not found in PATH"))
 }
 
+/// True when `path` exists (a file a package installs, such as a library of scripts);
+/// otherwise skips like [`require_root`].
+pub fn require_path(test: &str, path: &std::path::Path) -> bool {
+    path.exists() || skip(test, &format!("{} not found", path.display()))
+}
+
 /// The first executable named `program` in `PATH`.
 pub fn find_in_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

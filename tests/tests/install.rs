@@ -1,0 +1,338 @@
+//! `make install` into a staging directory, then the installed files used as a user would:
+//! the binaries run (and `rumphijack run --preload` finds the installed library by itself),
+//! `man` renders every page without a warning, bash-completion loads the completion from
+//! its standard directory, and `make uninstall` removes everything again.
+//!
+//! The test installs the build under test (`BUILD_DIR`) and never runs cargo (`CARGO=false`):
+//! `make install` builds only what is missing, and the test suite has built everything.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rumphijack_tests::bins::bin_dir;
+use rumphijack_tests::{python3, require_path, require_program, run, Finished, TempDir, TIMEOUT};
+
+/// The installation prefix inside the staging directory (`DESTDIR`).
+const PREFIX: &str = "/usr";
+
+/// Every installed file, relative to the prefix, and its mode.
+const INSTALLED: [(&str, u32); 12] = [
+    ("bin/rumphijack", 0o755),
+    ("bin/rump_server", 0o755),
+    ("lib/librumphijack.so", 0o644),
+    ("share/man/man1/rumphijack.1", 0o644),
+    ("share/man/man3/librumphijack.3", 0o644),
+    ("share/man/man8/rump_server.8", 0o644),
+    ("share/bash-completion/completions/rumphijack", 0o644),
+    ("share/bash-completion/completions/rump_server", 0o644),
+    ("share/zsh/site-functions/_rumphijack", 0o644),
+    ("share/zsh/site-functions/_rump_server", 0o644),
+    ("share/fish/vendor_completions.d/rumphijack.fish", 0o644),
+    ("share/fish/vendor_completions.d/rump_server.fish", 0o644),
+];
+
+/// A `make install` into a temporary `DESTDIR`.
+struct Installation {
+    dir: TempDir,
+}
+
+impl Installation {
+    fn new(test: &str) -> Installation {
+        let installation = Installation {
+            dir: TempDir::new(test),
+        };
+        let out = run(installation.make("install"), TIMEOUT);
+        out.assert_success("make install");
+        installation
+    }
+
+    /// `make TARGET` with the staging variables and the build under test.
+    fn make(&self, target: &str) -> Command {
+        let build = bin_dir();
+        let profile = match build.file_name().and_then(|n| n.to_str()) {
+            Some("release") => "release",
+            _ => "debug",
+        };
+        let mut make = Command::new("make");
+        make.arg("-C")
+            .arg(repo())
+            .arg(target)
+            .arg(format!("DESTDIR={}", self.dir.join("root").display()))
+            .arg(format!("PREFIX={PREFIX}"))
+            .arg(format!("PROFILE={profile}"))
+            .arg(format!("BUILD_DIR={}", build.display()))
+            .arg(format!("GEN_DIR={}", self.dir.join("generated").display()))
+            .arg("CARGO=false");
+        make
+    }
+
+    /// `PREFIX/<relative>` in the staging directory.
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir
+            .join("root")
+            .join(PREFIX.trim_start_matches('/'))
+            .join(relative)
+    }
+
+    /// An installed program, with no rumphijack variables from the test's environment.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.path(&format!("bin/{program}")));
+        for var in [
+            "RUMP_SERVER",
+            "RUMPHIJACK",
+            "RUMPHIJACK_POLICY",
+            "RUST_LOG",
+            "LD_PRELOAD",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn prerequisites(test: &str) -> bool {
+    require_program(test, "make") && require_program(test, "man") && require_program(test, "bash")
+}
+
+#[test]
+fn make_install_puts_every_file_in_its_place_and_uninstall_removes_them() {
+    let test = "make_install_puts_every_file_in_its_place_and_uninstall_removes_them";
+    if !prerequisites(test) {
+        return;
+    }
+    let installation = Installation::new(test);
+    for (file, mode) in INSTALLED {
+        let path = installation.path(file);
+        let meta = fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            mode,
+            "{}",
+            path.display()
+        );
+    }
+    // zsh and fish load completions by file name and first line.
+    let zsh = fs::read_to_string(installation.path("share/zsh/site-functions/_rumphijack"))
+        .expect("zsh completion");
+    assert!(zsh.starts_with("#compdef rumphijack"), "{zsh:.200}");
+    let fish =
+        fs::read_to_string(installation.path("share/fish/vendor_completions.d/rump_server.fish"))
+            .expect("fish completion");
+    assert!(fish.contains("complete -c rump_server"), "{fish:.200}");
+
+    let out = run(installation.make("uninstall"), TIMEOUT);
+    out.assert_success("make uninstall");
+    for (file, _) in INSTALLED {
+        assert!(!installation.path(file).exists(), "{file} left behind");
+    }
+}
+
+#[test]
+fn installed_binaries_report_their_versions_and_serve_a_program() {
+    let test = "installed_binaries_report_their_versions_and_serve_a_program";
+    if !(prerequisites(test) && require_program(test, "python3")) {
+        return;
+    }
+    let installation = Installation::new(test);
+    let version = env!("CARGO_PKG_VERSION");
+    for program in ["rumphijack", "rump_server"] {
+        let mut cmd = installation.command(program);
+        cmd.arg("--version");
+        let out = run(cmd, TIMEOUT);
+        out.assert_success("--version");
+        let expected = format!("{program} {version} (protocol ");
+        assert!(out.stdout.starts_with(&expected), "{out}");
+    }
+
+    // The installed server, and the installed supervisor as its client.
+    let socket = installation.dir.join("stack.sock");
+    let pidfile = installation.dir.join("server.pid");
+    let mut server = installation.command("rump_server");
+    server
+        .arg("--detach")
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .arg(format!("unix://{}", socket.display()));
+    run(server, TIMEOUT).assert_success("installed rump_server --detach");
+    let mut client = installation.command("rumphijack");
+    client
+        .args(["run", "--server"])
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--")
+        .arg(python3())
+        .args([
+            "-c",
+            "import socket; socket.socket().close(); print('socket made')",
+        ]);
+    let out = run(client, TIMEOUT);
+    let pid = fs::read_to_string(&pidfile).expect("the server's pid file");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid.trim().parse().expect("a pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    out.assert_success("installed rumphijack run through the installed server");
+    assert_eq!(out.stdout, "socket made\n", "{out}");
+}
+
+#[test]
+fn installed_supervisor_finds_the_installed_library_without_being_told() {
+    let test = "installed_supervisor_finds_the_installed_library_without_being_told";
+    if !(prerequisites(test) && require_program(test, "python3")) {
+        return;
+    }
+    let installation = Installation::new(test);
+    // PREFIX/bin has no library next to rumphijack: it must take PREFIX/lib's.
+    assert!(!installation.path("bin/librumphijack.so").exists());
+    let maps = "import socket; socket.socket().close(); \
+                print(*[l.split()[-1] for l in open('/proc/self/maps') if 'rumphijack' in l][:1])";
+    let mut cmd = installation.command("rumphijack");
+    cmd.args(["run", "--preload", "--"])
+        .arg(python3())
+        .args(["-c", maps]);
+    let out = run(cmd, TIMEOUT);
+    out.assert_success("installed rumphijack run --preload");
+    let library = installation.path("lib/librumphijack.so");
+    let library = fs::canonicalize(&library).expect("canonical library path");
+    assert_eq!(out.stdout.trim(), library.display().to_string(), "{out}");
+}
+
+/// `man ARGS...` rendering to plain text at a fixed width, with groff's warnings on.
+fn man(args: &[&std::ffi::OsStr]) -> Finished {
+    let mut cmd = Command::new("man");
+    cmd.args(["--warnings", "-P", "cat"])
+        .args(args)
+        .env("MANWIDTH", "100")
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("MANPAGER")
+        .env_remove("PAGER");
+    run(cmd, TIMEOUT)
+}
+
+#[test]
+fn installed_man_pages_render_without_warnings_and_match_the_help() {
+    let test = "installed_man_pages_render_without_warnings_and_match_the_help";
+    if !prerequisites(test) {
+        return;
+    }
+    let installation = Installation::new(test);
+    let pages = [
+        (
+            "share/man/man1/rumphijack.1",
+            "RUMPHIJACK(1)",
+            "EXIT STATUS",
+        ),
+        (
+            "share/man/man8/rump_server.8",
+            "RUMP_SERVER(8)",
+            "LISTEN_FDS",
+        ),
+        (
+            "share/man/man3/librumphijack.3",
+            "LIBRUMPHIJACK(3)",
+            "DIFFERENCES FROM NETBSD",
+        ),
+    ];
+    for (page, title, section) in pages {
+        let path = installation.path(page);
+        let out = man(&["-l".as_ref(), path.as_os_str()]);
+        out.assert_success("man -l");
+        assert_eq!(out.stderr, "", "{page} renders without warnings\n{out}");
+        assert!(out.stdout.starts_with(title), "{page}\n{out}");
+        for part in ["NAME", "SYNOPSIS", "DESCRIPTION", "ENVIRONMENT", section] {
+            assert!(out.stdout.contains(part), "{page} has {part}\n{out}");
+        }
+    }
+
+    // Found by section and name under the standard directory, as `man rump_server` would.
+    let mut cmd = Command::new("man");
+    cmd.args(["-P", "cat", "-M"])
+        .arg(installation.path("share/man"))
+        .args(["8", "rump_server"])
+        .env("MANWIDTH", "100");
+    let by_name = run(cmd, TIMEOUT);
+    by_name.assert_success("man -M PREFIX/share/man 8 rump_server");
+    assert!(by_name.stdout.contains("NOTIFY_SOCKET"), "{by_name}");
+
+    // The pages come from the same definitions as --help: every option it lists is there.
+    for (program, args, page) in [
+        (
+            "rumphijack",
+            &["run", "--help"][..],
+            "share/man/man1/rumphijack.1",
+        ),
+        (
+            "rumphijack",
+            &["doctor", "--help"][..],
+            "share/man/man1/rumphijack.1",
+        ),
+        (
+            "rump_server",
+            &["--help"][..],
+            "share/man/man8/rump_server.8",
+        ),
+    ] {
+        let mut cmd = installation.command(program);
+        cmd.args(args);
+        let help = run(cmd, TIMEOUT);
+        help.assert_success("--help");
+        let rendered = man(&["-l".as_ref(), installation.path(page).as_os_str()]).stdout;
+        let options = help
+            .stdout
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches([',', '.', ')']));
+        for option in options {
+            assert!(rendered.contains(option), "{page} documents {option}");
+        }
+    }
+}
+
+#[test]
+fn installed_bash_completion_loads_from_its_standard_directory() {
+    let test = "installed_bash_completion_loads_from_its_standard_directory";
+    let loader = "/usr/share/bash-completion/bash_completion";
+    if !(prerequisites(test) && require_path(test, Path::new(loader))) {
+        return;
+    }
+    let installation = Installation::new(test);
+
+    // bash-completion finds completions on demand in DIR/bash-completion/completions for
+    // each DIR of XDG_DATA_DIRS: here, only the staged PREFIX/share.
+    let script = format!(
+        r#"source {loader}
+__load_completion rumphijack || exit 10
+complete -p rumphijack
+COMP_WORDS=(rumphijack d); COMP_CWORD=1
+_rumphijack rumphijack d rumphijack
+echo "subcommands: ${{COMPREPLY[*]}}"
+COMP_WORDS=(rumphijack run --pre); COMP_CWORD=2
+_rumphijack rumphijack --pre run
+echo "options: ${{COMPREPLY[*]}}"
+__load_completion rump_server || exit 11
+COMP_WORDS=(rump_server --iso); COMP_CWORD=1
+_rump_server rump_server --iso rump_server
+echo "server options: ${{COMPREPLY[*]}}""#
+    );
+    let mut bash = Command::new("bash");
+    bash.args(["--norc", "--noprofile", "-c", &script])
+        .env("XDG_DATA_DIRS", installation.path("share"))
+        .env(
+            "BASH_COMPLETION_USER_DIR",
+            installation.dir.join("no-user-completions"),
+        );
+    let out = run(bash, TIMEOUT);
+    out.assert_success("loading the installed completions with bash-completion");
+    assert!(
+        out.stdout.contains("-F _rumphijack rumphijack"),
+        "complete -p names the function\n{out}"
+    );
+    assert!(out.stdout.contains("subcommands: doctor\n"), "{out}");
+    assert!(out.stdout.contains("options: --preload\n"), "{out}");
+    assert!(out.stdout.contains("server options: --isolated\n"), "{out}");
+}
