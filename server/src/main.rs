@@ -197,8 +197,8 @@ fn serve_relay(
     starter: &mut Starter,
 ) -> anyhow::Result<()> {
     let signals = enter_stack(args)?;
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("listening on tcp://{addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("listening on tcp://{addr}"))?;
     let _pid_file = pid_file(args)?;
     settings.stack = describe_stack();
     tracing::info!("listening on tcp://{addr} (stack: {})", settings.stack);
@@ -211,10 +211,11 @@ fn serve_relay(
 
 fn pid_file(args: &ServerArgs) -> anyhow::Result<Option<PidFile>> {
     match &args.pidfile {
-        Some(path) => Ok(Some(
-            PidFile::create(path)
-                .with_context(|| format!("writing pid file {}", path.display()))?,
-        )),
+        Some(path) => {
+            Ok(Some(PidFile::create(path).with_context(|| {
+                format!("writing pid file {}", path.display())
+            })?))
+        }
         None => Ok(None),
     }
 }
