@@ -278,3 +278,44 @@ fn write_secret(path: &Path) -> Result<()> {
         .and_then(|mut f| f.write_all(hex.as_bytes()))
         .with_context(|| format!("write {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::modes::Mode;
+    use crate::results::{Cell, Row};
+    use crate::scenarios::ALL;
+
+    #[test]
+    fn relay_scenarios_are_measured_against_direct() {
+        let relayed: Vec<_> = ALL
+            .iter()
+            .filter(|s| s.modes.iter().any(|m| m.between_namespaces()))
+            .collect();
+        assert_eq!(relayed.len(), 2);
+        for s in relayed {
+            assert_eq!(s.reference(), Mode::Direct, "{}", s.name);
+            assert!(s.modes.iter().all(|m| m.between_namespaces()), "{}", s.name);
+        }
+        assert!(ALL
+            .iter()
+            .filter(|s| !s.modes.contains(&Mode::Direct))
+            .all(|s| s.reference() == Mode::Native));
+    }
+
+    #[test]
+    fn a_relay_at_half_the_rate_of_direct_costs_twice() {
+        let scenario = ALL.iter().find(|s| s.name == "relay-bulk").unwrap();
+        let cell = |mode, value| Cell {
+            mode,
+            samples: vec![value],
+            status: None,
+            served: None,
+        };
+        let row = Row {
+            scenario,
+            cells: vec![cell(Mode::Direct, 10e9), cell(Mode::Relay, 5e9)],
+        };
+        assert_eq!(row.cost_ratio(Mode::Relay), Some(2.0));
+        assert_eq!(row.cost_ratio(Mode::Direct), Some(1.0));
+    }
+}
