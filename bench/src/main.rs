@@ -6,6 +6,7 @@
 mod launch;
 mod measure;
 mod modes;
+mod relay;
 mod report;
 mod results;
 mod scenarios;
@@ -42,7 +43,7 @@ struct Args {
     #[arg(long)]
     ms: Option<u64>,
     /// Scenario to run, by name or number (repeatable; default: all): socket-close, getppid,
-    /// connect, connect-rule, tcp-bulk, http, udp, udp-rule, startup.
+    /// connect, connect-rule, tcp-bulk, http, udp, udp-rule, startup, relay-bulk, relay-http.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Where rumphijack, rump_server, bench-load and librumphijack.so are (default: the

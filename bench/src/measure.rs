@@ -10,6 +10,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use crate::launch::{self, Server};
 use crate::modes::Mode;
+use crate::relay;
 use crate::scenarios::{Scenario, Workload};
 use crate::setup::Bench;
 
@@ -77,6 +78,11 @@ fn load(
     // The server runs in the same mode as the client, so that both are in the same stack;
     // a peer's server is on the host, where the peer forwards to.
     let server = match server {
+        Some(name) if mode.between_namespaces() => {
+            let argv = load_argv(bench, name, &[]);
+            let mut cmd = bench.two_stacks().server_command(bench, &argv);
+            Some(Server::start(&mut cmd, SERVER_START).context("start the server in B")?)
+        }
         Some(name) => {
             let server_mode = if mode.is_peer() { Mode::Native } else { mode };
             let argv = load_argv(bench, name, &[]);
@@ -89,6 +95,9 @@ fn load(
     let mut args = vec!["--ms".to_string(), duration.as_millis().to_string()];
     if let Some(server) = &server {
         args.extend(["--port".to_string(), server.port.to_string()]);
+    }
+    if mode.between_namespaces() {
+        args.extend(relay::client_args());
     }
     let timeout = duration + CLIENT_SLACK;
     let output = match mode {

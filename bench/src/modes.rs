@@ -38,6 +38,11 @@ pub enum Mode {
     Slirp4netns,
     /// Client in its own network namespace, reaching the host's loopback via pasta.
     Pasta,
+    /// Client natively in namespace A, its server in B across a veth pair (`relay` module):
+    /// the reference of the relay scenarios.
+    Direct,
+    /// Client in A under `rumphijack run --server tcp://B`: its socket lives in B's stack.
+    Relay,
 }
 
 impl Mode {
@@ -52,6 +57,8 @@ impl Mode {
             Mode::Strace => "strace",
             Mode::Slirp4netns => "slirp4netns",
             Mode::Pasta => "pasta",
+            Mode::Direct => "direct",
+            Mode::Relay => "relay",
         }
     }
 
@@ -60,9 +67,17 @@ impl Mode {
         matches!(self, Mode::Slirp4netns | Mode::Pasta)
     }
 
+    /// The relay scenarios' modes: client in namespace A, server natively in B.
+    pub fn between_namespaces(self) -> bool {
+        matches!(self, Mode::Direct | Mode::Relay)
+    }
+
     /// Whether `--stats` can count the calls the supervisor served in this mode.
     pub fn has_supervisor(self) -> bool {
-        matches!(self, Mode::Supervisor | Mode::SupervisorExt | Mode::Hybrid)
+        matches!(
+            self,
+            Mode::Supervisor | Mode::SupervisorExt | Mode::Hybrid | Mode::Relay
+        )
     }
 
     /// Why this mode cannot run here, as the table cell says it, or `None`.
@@ -89,6 +104,7 @@ impl Mode {
             Mode::Slirp4netns => None,
             Mode::Pasta if tools.pasta.is_none() => missing("pasta (package passt)"),
             Mode::Pasta => None,
+            Mode::Direct | Mode::Relay => bench.two_stacks().unavailable(),
         }
     }
 
@@ -139,6 +155,9 @@ impl Mode {
                 cmd.arg("--").args(argv);
                 cmd
             }
+            Mode::Direct | Mode::Relay => bench
+                .two_stacks()
+                .client_command(bench, self, argv, policy, stats),
             Mode::Strace => {
                 // --seccomp-bpf stops the tracee only at the traced calls, as a ptrace
                 // redirector with a seccomp pre-filter (graftcp) does; without it every

@@ -32,9 +32,10 @@ impl Row {
         Summary::of(&self.cell(mode)?.samples)
     }
 
-    /// Cost relative to native, higher is worse (see `Metric::cost_ratio`).
+    /// Cost relative to the scenario's reference (native, or direct for the relay
+    /// scenarios), higher is worse (see `Metric::cost_ratio`).
     pub fn cost_ratio(&self, mode: Mode) -> Option<f64> {
-        let native = self.summary(Mode::Native)?.median;
+        let native = self.summary(self.scenario.reference())?.median;
         let value = self.summary(mode)?.median;
         Some(self.scenario.metric.cost_ratio(value, native))
     }

@@ -62,7 +62,7 @@ pub enum Workload {
 pub struct Scenario {
     /// Name for `--scenario`.
     pub name: &'static str,
-    /// Number in the issue's list (3 and 6 have two variants each).
+    /// Number in the issue's list (3, 6 and 8 have two variants each).
     pub number: u8,
     pub title: &'static str,
     /// One or two sentences for BENCHMARKS.md.
@@ -70,9 +70,17 @@ pub struct Scenario {
     pub workload: Workload,
     pub metric: Metric,
     pub policy: Option<PolicyRule>,
+    /// The modes it runs under; the first is the reference of its ratios.
     pub modes: &'static [Mode],
     /// Multiplies the base duration of a timed run.
     pub duration_factor: u32,
+}
+
+impl Scenario {
+    /// The mode the others are compared with: `native`, or `direct` for the relay scenarios.
+    pub fn reference(&self) -> Mode {
+        self.modes.first().copied().unwrap_or(Mode::Native)
+    }
 }
 
 use Mode::*;
@@ -242,9 +250,44 @@ pub const ALL: &[Scenario] = &[
         modes: WITH_STRACE,
         duration_factor: 1,
     },
+    // Remote stacks over TCP: namespaces A and B, set up by `crate::relay`.
+    Scenario {
+        name: "relay-bulk",
+        number: 8,
+        title: "remote stack: bulk TCP",
+        what: "Scenario 4's `tcp-send` against a `tcp-sink` running natively in namespace B \
+               on 10.200.0.2, the sender in namespace A: `direct` across the veth pair, or \
+               `relay` with its socket in B's stack, served by `rump_server tcp://`. The \
+               ratio is to `direct`.",
+        workload: Workload::Load {
+            client: "tcp-send",
+            server: Some("tcp-sink"),
+        },
+        metric: Metric::BytesPerSec,
+        policy: None,
+        modes: &[Direct, Relay],
+        duration_factor: 2,
+    },
+    Scenario {
+        name: "relay-http",
+        number: 8,
+        title: "remote stack: HTTP request rate",
+        what: "Scenario 5's `http-client` in namespace A against an `http-server` running \
+               natively in namespace B on 10.200.0.2, `direct` or `relay` as above: every \
+               request opens a new relayed socket. The ratio is to `direct`.",
+        workload: Workload::Load {
+            client: "http-client",
+            server: Some("http-server"),
+        },
+        metric: Metric::OpsPerSec,
+        policy: None,
+        modes: &[Direct, Relay],
+        duration_factor: 1,
+    },
 ];
 
-/// The scenarios `--scenario` selects: by name, or by number (3 and 6 select both variants).
+/// The scenarios `--scenario` selects: by name, or by number (3, 6 and 8 select both
+/// variants).
 pub fn select(wanted: &[String]) -> Result<Vec<&'static Scenario>, String> {
     if wanted.is_empty() {
         return Ok(ALL.iter().collect());

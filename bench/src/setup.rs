@@ -4,11 +4,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::launch;
+use crate::relay::TwoStacks;
 use crate::scenarios::PolicyRule;
 use crate::sys;
 
@@ -115,6 +117,8 @@ pub struct Bench {
     server: Option<Child>,
     /// The server's child that holds the namespace.
     stack: Option<u32>,
+    /// Namespaces A and B of the relay scenarios, made when a scenario first needs them.
+    two_stacks: OnceLock<TwoStacks>,
 }
 
 impl Bench {
@@ -133,6 +137,7 @@ impl Bench {
             stack_netns: None,
             stack: None,
             server: None,
+            two_stacks: OnceLock::new(),
         };
         match bench.start_server() {
             Ok(child) => {
@@ -157,6 +162,12 @@ impl Bench {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         launch::spawn_until_ready(&mut cmd, Duration::from_secs(10))
+    }
+
+    /// Namespaces A and B joined by a veth pair, with `rump_server tcp://` in B: set up on the
+    /// first call (only runs with a relay scenario need root for it).
+    pub fn two_stacks(&self) -> &TwoStacks {
+        self.two_stacks.get_or_init(|| TwoStacks::new(self))
     }
 
     /// The policy file for `rule`.

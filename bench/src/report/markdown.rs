@@ -115,6 +115,7 @@ fn method(md: &mut String, info: &RunInfo, bench: &Bench) {
          checked call is trapped and performed by the supervisor on every iteration. In \
          preload mode the same file is given as `RUMPHIJACK_POLICY`.\n"
     );
+    let _ = writeln!(md, "{}\n", crate::relay::METHOD);
     let _ = writeln!(md, "Scenarios:\n");
     for s in scenarios::ALL {
         let _ = writeln!(

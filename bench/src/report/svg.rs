@@ -24,6 +24,8 @@ fn colour(mode: Mode) -> &'static str {
         Mode::Strace => "#d62728",
         Mode::Slirp4netns => "#ff7f0e",
         Mode::Pasta => "#8c564b",
+        Mode::Direct => "#9e9e9e",
+        Mode::Relay => "#e377c2",
     }
 }
 

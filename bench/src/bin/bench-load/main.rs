@@ -1,10 +1,10 @@
 //! `bench-load`: the workload the benchmark harness runs natively and under every mode.
 //!
 //! Clients run a timed loop and print one line, `RESULT ops=N elapsed_ns=T bytes=B warmup=W`, from
-//! which the harness computes ns per operation or a rate. Servers listen on 127.0.0.1 with an
-//! ephemeral port, print `PORT P`, and serve until their standard input reaches end of file,
-//! so that the harness can stop them through any wrapper (`rumphijack`, `strace`, …) by
-//! closing a pipe.
+//! which the harness computes ns per operation or a rate. Servers listen on `--host` (default
+//! 127.0.0.1) with an ephemeral port, print `PORT P`, and serve until their standard input
+//! reaches end of file, so that the harness can stop them through any wrapper (`rumphijack`,
+//! `strace`, …) by closing a pipe.
 //!
 //! Usage: `bench-load COMMAND [--ms MS] [--ops N] [--port P] [--host ADDR] [--wait-stdin]`
 //!
@@ -36,7 +36,7 @@ pub struct Options {
     pub max_ops: u64,
     /// The server's port (clients).
     pub port: u16,
-    /// The server's address (clients); servers always listen on 127.0.0.1.
+    /// The server's address: clients connect to it, servers listen on it.
     pub host: Ipv4Addr,
     /// Wait for a line on standard input before starting (lets a wrapper finish its set-up).
     pub wait_stdin: bool,
@@ -90,10 +90,10 @@ fn main() -> ExitCode {
         "tcp-send" => clients::tcp_send(&opts),
         "http-client" => clients::http_client(&opts),
         "udp-sendto" => clients::udp_sendto(&opts),
-        "accept-sink" => servers::accept_sink(),
-        "tcp-sink" => servers::tcp_sink(),
-        "http-server" => servers::http_server(),
-        "udp-sink" => servers::udp_sink(),
+        "accept-sink" => servers::accept_sink(&opts),
+        "tcp-sink" => servers::tcp_sink(&opts),
+        "http-server" => servers::http_server(&opts),
+        "udp-sink" => servers::udp_sink(&opts),
         other => {
             eprintln!("bench-load: unknown command {other}");
             return ExitCode::from(2);

@@ -1,11 +1,12 @@
-//! The servers the clients talk to. Each listens on 127.0.0.1 with an ephemeral port in the
-//! stack it was started in, prints `PORT P`, and exits when its standard input is closed.
+//! The servers the clients talk to. Each listens on `--host` (127.0.0.1 unless told) with an
+//! ephemeral port in the stack it was started in, prints `PORT P`, and exits when its standard
+//! input is closed.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::thread;
 
-use crate::sys;
+use crate::{sys, Options};
 
 /// The fixed answer of `http-server`: a small page, as a static file server would send.
 const RESPONSE: &[u8] = b"HTTP/1.0 200 OK\r\nServer: bench-load\r\nContent-Type: text/html\r\n\
@@ -16,8 +17,8 @@ const BACKLOG: i32 = 4096;
 /// that a thread blocked in a slow `close` does not stall the accept queue.
 const ACCEPT_THREADS: usize = 3;
 
-fn listen() -> io::Result<TcpListener> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+fn listen(opts: &Options) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind((opts.host, 0))?;
     sys::raise_backlog(&listener, BACKLOG)?;
     announce(listener.local_addr()?.port());
     Ok(listener)
@@ -57,13 +58,13 @@ fn accept_loop(listener: TcpListener, serve: fn(TcpStream)) -> io::Result<()> {
 }
 
 /// Accepts and closes at once: the other end of `connect-close`.
-pub fn accept_sink() -> io::Result<()> {
-    accept_loop(listen()?, drop)
+pub fn accept_sink(opts: &Options) -> io::Result<()> {
+    accept_loop(listen(opts)?, drop)
 }
 
 /// Reads each connection to its end, then closes it: the other end of `tcp-send`.
-pub fn tcp_sink() -> io::Result<()> {
-    accept_loop(listen()?, |mut stream| {
+pub fn tcp_sink(opts: &Options) -> io::Result<()> {
+    accept_loop(listen(opts)?, |mut stream| {
         let mut buf = vec![0u8; 256 * 1024];
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 {
@@ -74,8 +75,8 @@ pub fn tcp_sink() -> io::Result<()> {
 }
 
 /// Reads a request up to its blank line, writes the fixed response, closes.
-pub fn http_server() -> io::Result<()> {
-    accept_loop(listen()?, |mut stream| {
+pub fn http_server(opts: &Options) -> io::Result<()> {
+    accept_loop(listen(opts)?, |mut stream| {
         let mut request = [0u8; 2048];
         let mut len = 0;
         while len < request.len() {
@@ -92,8 +93,8 @@ pub fn http_server() -> io::Result<()> {
 }
 
 /// Receives and discards datagrams: the other end of `udp-sendto`.
-pub fn udp_sink() -> io::Result<()> {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+pub fn udp_sink(opts: &Options) -> io::Result<()> {
+    let socket = UdpSocket::bind((opts.host, 0))?;
     announce(socket.local_addr()?.port());
     let mut buf = [0u8; 2048];
     loop {
