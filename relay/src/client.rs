@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rumpclient::retry::{Backoff, RetryPolicy};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -48,7 +48,7 @@ use crate::window::{Window, WINDOW};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest data frame sent.
-const CHUNK: u32 = 64 * 1024;
+const CHUNK: u32 = frame::CHUNK as u32;
 
 /// How often a half-closed socket is checked for the program's close.
 const CLOSE_CHECK: Duration = Duration::from_millis(50);
@@ -118,6 +118,7 @@ impl Relay {
         secret: Secret,
         retry: RetryPolicy,
     ) -> Result<Relay, ConnectError> {
+        sys::keep_heap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("relay")
@@ -417,18 +418,7 @@ impl Conn {
         let writing = {
             let conn = conn.clone();
             tokio::spawn(async move {
-                while let Some(frame) = rx.recv().await {
-                    let mut out = frame.encode();
-                    while let Ok(more) = rx.try_recv() {
-                        out.extend_from_slice(&more.encode());
-                        if out.len() > 256 * 1024 {
-                            break;
-                        }
-                    }
-                    if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
-                        break;
-                    }
-                }
+                let _ = frame::write_frames(&mut writer, &mut rx).await;
                 conn.lose(addr, "the connection failed while sending");
             })
         };
@@ -682,7 +672,14 @@ fn read_hung_up(fd: BorrowedFd<'_>) -> bool {
 /// Sends what the program writes, within the window.
 async fn uplink(conn: Arc<Conn>, sock: Arc<LocalSock>) {
     let id = sock.id;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![
+        0u8;
+        if sock.stream {
+            CHUNK as usize
+        } else {
+            MAX_DATAGRAM
+        }
+    ];
     loop {
         let allowed = if sock.stream {
             match sock.up.take(CHUNK).await {

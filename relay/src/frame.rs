@@ -15,8 +15,11 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Most stream bytes one data frame carries.
+pub const CHUNK: usize = 128 * 1024;
+
 /// Largest payload of one frame.
-pub const MAX_PAYLOAD: usize = 64 * 1024 + 256;
+pub const MAX_PAYLOAD: usize = CHUNK + 256;
 
 /// Largest datagram relayed (the IPv4/IPv6 UDP payload limit is just below 64 KiB).
 pub const MAX_DATAGRAM: usize = 64 * 1024;
@@ -155,7 +158,16 @@ impl Frame {
 
     /// The frame's bytes, header included.
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::new();
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the frame's bytes, header included, to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER]);
+        let p = out;
         let kind = match self {
             Frame::Open {
                 req,
@@ -164,14 +176,14 @@ impl Frame {
                 protocol,
                 ..
             } => {
-                put_u32(&mut p, *req);
+                put_u32(p, *req);
                 for v in [domain, ty, protocol] {
                     p.extend_from_slice(&v.to_le_bytes());
                 }
                 kind::OPEN
             }
             Frame::Connect { req, addr, .. } | Frame::Bind { req, addr, .. } => {
-                put_u32(&mut p, *req);
+                put_u32(p, *req);
                 p.extend_from_slice(addr);
                 if matches!(self, Frame::Connect { .. }) {
                     kind::CONNECT
@@ -180,12 +192,12 @@ impl Frame {
                 }
             }
             Frame::Listen { req, backlog, .. } => {
-                put_u32(&mut p, *req);
+                put_u32(p, *req);
                 p.extend_from_slice(&backlog.to_le_bytes());
                 kind::LISTEN
             }
             Frame::Name { req, peer, .. } => {
-                put_u32(&mut p, *req);
+                put_u32(p, *req);
                 p.push(u8::from(*peer));
                 kind::NAME
             }
@@ -196,10 +208,10 @@ impl Frame {
                 len,
                 ..
             } => {
-                put_u32(&mut p, *req);
+                put_u32(p, *req);
                 p.extend_from_slice(&level.to_le_bytes());
                 p.extend_from_slice(&name.to_le_bytes());
-                put_u32(&mut p, *len);
+                put_u32(p, *len);
                 kind::GETOPT
             }
             Frame::SetOpt {
@@ -209,7 +221,7 @@ impl Frame {
                 value,
                 ..
             } => {
-                put_u32(&mut p, *req);
+                put_u32(p, *req);
                 p.extend_from_slice(&level.to_le_bytes());
                 p.extend_from_slice(&name.to_le_bytes());
                 p.extend_from_slice(value);
@@ -235,11 +247,11 @@ impl Frame {
                 }
             }
             Frame::Credit { bytes, .. } => {
-                put_u32(&mut p, *bytes);
+                put_u32(p, *bytes);
                 kind::CREDIT
             }
             Frame::Incoming { conn, peer, .. } => {
-                put_u32(&mut p, *conn);
+                put_u32(p, *conn);
                 p.extend_from_slice(peer);
                 kind::INCOMING
             }
@@ -250,19 +262,17 @@ impl Frame {
                 data,
                 ..
             } => {
-                put_u32(&mut p, *req);
+                put_u32(p, *req);
                 p.extend_from_slice(&errno.to_le_bytes());
                 p.extend_from_slice(&value.to_le_bytes());
                 p.extend_from_slice(data);
                 kind::REPLY
             }
         };
-        let mut out = Vec::with_capacity(HEADER + p.len());
-        out.push(kind);
-        put_u32(&mut out, self.id());
-        put_u32(&mut out, p.len() as u32);
-        out.extend_from_slice(&p);
-        out
+        let len = (p.len() - start - HEADER) as u32;
+        p[start] = kind;
+        p[start + 1..start + 5].copy_from_slice(&self.id().to_le_bytes());
+        p[start + 5..start + HEADER].copy_from_slice(&len.to_le_bytes());
     }
 
     /// Decodes one frame from its kind, id and payload.
@@ -436,7 +446,34 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
+    if header[0] == kind::DATA {
+        // The bulk of the traffic: the payload is the data, no copy needed.
+        return Ok(Some(Frame::Data { id, data: payload }));
+    }
     Frame::decode(header[0], id, &payload).map(Some)
+}
+
+/// Writes the frames `rx` yields to `w` until either ends, batching the frames that are
+/// ready into one write through a buffer that is reused (no allocation per frame).
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Frame>,
+) -> io::Result<()> {
+    const BATCH: usize = 256 * 1024;
+    let mut out = Vec::with_capacity(BATCH + MAX_PAYLOAD + HEADER);
+    while let Some(frame) = rx.recv().await {
+        out.clear();
+        frame.encode_into(&mut out);
+        while out.len() < BATCH {
+            match rx.try_recv() {
+                Ok(more) => more.encode_into(&mut out),
+                Err(_) => break,
+            }
+        }
+        w.write_all(&out).await?;
+        w.flush().await?;
+    }
+    Ok(())
 }
 
 /// Writes one frame (without flushing).

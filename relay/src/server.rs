@@ -20,7 +20,6 @@ use std::time::Duration;
 use policy::{Action, Operation, Policy, Protocol, Query};
 use rumpclient::client::error_chain;
 use tokio::io::unix::AsyncFd;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -35,7 +34,7 @@ use crate::window::{Window, INCOMING_WINDOW, WINDOW};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest data frame sent.
-const CHUNK: u32 = 64 * 1024;
+const CHUNK: u32 = frame::CHUNK as u32;
 
 /// What the server needs to serve relay clients.
 #[derive(Debug, Clone)]
@@ -57,6 +56,7 @@ pub fn serve(
     let tls = tokio_rustls::TlsAcceptor::from(
         auth::server_config().map_err(|e| std::io::Error::other(e.to_string()))?,
     );
+    sys::keep_heap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("relay")
@@ -135,20 +135,7 @@ async fn session(
 
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-    let writing = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            let mut out = frame.encode();
-            while let Ok(more) = rx.try_recv() {
-                out.extend_from_slice(&more.encode());
-                if out.len() > 256 * 1024 {
-                    break;
-                }
-            }
-            if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
-                break;
-            }
-        }
-    });
+    let writing = tokio::spawn(async move { frame::write_frames(&mut writer, &mut rx).await });
 
     let session = Arc::new(Session {
         tx,
