@@ -336,6 +336,8 @@ struct LocalSock {
     up: Arc<Window>,
     down: mpsc::UnboundedSender<Down>,
     connecting: Mutex<Connecting>,
+    /// The server's answer to the socket's creation, when socket() did not wait for it.
+    opening: Mutex<Option<Arc<Completion>>>,
     /// The pending error `SO_ERROR` reports (0 for none).
     error: AtomicI32,
     accepted: Mutex<VecDeque<Accepted>>,
@@ -537,13 +539,21 @@ impl Conn {
 
     fn open(self: &Arc<Self>, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, Errno> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.call(|req| Frame::Open {
+        let opening = self.request(|req| Frame::Open {
             id,
             req,
             domain,
             ty,
             protocol,
         })?;
+        // A kind of socket every server makes is not waited for: the answer would cost a
+        // round trip per socket, and the only failures left are the server running out of
+        // descriptors or memory, which the socket's first call then reports. Anything else
+        // waits, so the program sees the server's errno from socket() itself.
+        let certain = ordinary_socket(domain, ty, protocol);
+        if !certain {
+            opening.wait()?;
+        }
         let stream = ty & 0xf == libc::SOCK_STREAM;
         let attached = self.attach(id, stream).and_then(|program_end| {
             // O_NONBLOCK belongs to the open file the program gets (SOCK_CLOEXEC is the
@@ -554,7 +564,14 @@ impl Conn {
             Ok(program_end)
         });
         match attached {
-            Ok(program_end) => Ok(program_end),
+            Ok(program_end) => {
+                if certain {
+                    if let Some(sock) = self.sock(id) {
+                        *lock(&sock.opening) = Some(opening);
+                    }
+                }
+                Ok(program_end)
+            }
             Err(e) => {
                 self.send(Frame::Close { id, errno: 0 });
                 Err(e)
@@ -582,6 +599,7 @@ impl Conn {
             up: Arc::new(Window::new(WINDOW)),
             down,
             connecting: Mutex::new(Connecting::Idle),
+            opening: Mutex::new(None),
             error: AtomicI32::new(0),
             accepted: Mutex::new(VecDeque::new()),
             senders: Mutex::new(VecDeque::new()),
@@ -625,6 +643,18 @@ impl Conn {
                 });
             }
         }
+    }
+}
+
+/// A TCP or UDP socket over IPv4 or IPv6, which a relay server always makes unless it runs
+/// out of resources.
+fn ordinary_socket(domain: i32, ty: i32, protocol: i32) -> bool {
+    let kind = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
+    inet && match kind {
+        libc::SOCK_STREAM => protocol == 0 || protocol == libc::IPPROTO_TCP,
+        libc::SOCK_DGRAM => protocol == 0 || protocol == libc::IPPROTO_UDP,
+        _ => false,
     }
 }
 
@@ -795,6 +825,16 @@ pub struct Relayed {
 }
 
 impl Relayed {
+    /// The errno the server's creation of the socket failed with, if it did (socket() may
+    /// have returned before the answer came).
+    fn creation(&self) -> Result<(), Errno> {
+        let opening = lock(&self.sock.opening).clone();
+        match opening.and_then(|c| c.peek()) {
+            Some(Err(errno)) => Err(errno),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether it is a stream socket.
     pub fn is_stream(&self) -> bool {
         self.sock.stream
@@ -803,6 +843,7 @@ impl Relayed {
     /// connect(2). A non-blocking stream connect returns `EINPROGRESS` and finishes in the
     /// background; `SO_ERROR` then waits for its outcome.
     pub fn connect(&self, addr: &[u8], nonblocking: bool) -> Result<(), Errno> {
+        self.creation()?;
         let id = self.sock.id;
         let completion = {
             let mut state = lock(&self.sock.connecting);
@@ -845,6 +886,9 @@ impl Relayed {
     /// `getsockopt(SOL_SOCKET, SO_ERROR)`: the outcome of a connect in progress (waiting for
     /// it), else the error the socket met, cleared by reading it.
     pub fn take_error(&self) -> Result<i32, Errno> {
+        if let Err(errno) = self.creation() {
+            return Ok(errno);
+        }
         let pending = match &*lock(&self.sock.connecting) {
             Connecting::Pending(c) => Some(c.clone()),
             _ => None,
@@ -869,6 +913,7 @@ impl Relayed {
 
     /// bind(2).
     pub fn bind(&self, addr: &[u8]) -> Result<(), Errno> {
+        self.creation()?;
         let id = self.sock.id;
         self.conn
             .call(|req| Frame::Bind {
@@ -881,6 +926,7 @@ impl Relayed {
 
     /// listen(2).
     pub fn listen(&self, backlog: i32) -> Result<(), Errno> {
+        self.creation()?;
         let id = self.sock.id;
         self.conn
             .call(|req| Frame::Listen { id, req, backlog })
@@ -889,6 +935,7 @@ impl Relayed {
 
     /// getsockname(2) or getpeername(2).
     pub fn name(&self, peer: bool) -> Result<Vec<u8>, Errno> {
+        self.creation()?;
         let id = self.sock.id;
         self.conn
             .call(|req| Frame::Name { id, req, peer })
@@ -897,6 +944,7 @@ impl Relayed {
 
     /// getsockopt(2) on the real socket.
     pub fn getsockopt(&self, level: i32, name: i32, len: u32) -> Result<Vec<u8>, Errno> {
+        self.creation()?;
         let id = self.sock.id;
         self.conn
             .call(|req| Frame::GetOpt {
@@ -911,6 +959,7 @@ impl Relayed {
 
     /// setsockopt(2) on the real socket.
     pub fn setsockopt(&self, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
+        self.creation()?;
         let id = self.sock.id;
         self.conn
             .call(|req| Frame::SetOpt {
@@ -925,6 +974,7 @@ impl Relayed {
 
     /// A datagram to `addr`. Like UDP, a datagram the path has no room for is dropped.
     pub fn send_to(&self, addr: &[u8], data: &[u8]) -> Result<usize, Errno> {
+        self.creation()?;
         if data.len() > MAX_DATAGRAM {
             return Err(libc::EMSGSIZE);
         }
