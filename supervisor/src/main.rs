@@ -12,6 +12,7 @@ mod policy_cmd;
 mod pool;
 mod run;
 mod sys;
+mod turn;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

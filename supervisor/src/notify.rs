@@ -1,8 +1,9 @@
 //! Serving the program's trapped system calls.
 //!
-//! A small pool of workers each read notifications from the listener and answer them on the
-//! spot; operations that may block move to threads of their own ([`crate::blocking`]). The
-//! workers share one way of making sockets ([`SocketSource`]).
+//! A small pool of workers reads notifications from the listener and answers them on the
+//! spot, one worker at a time waiting for the next ([`crate::turn`]); before an operation that
+//! may block, the worker passes that turn to another ([`crate::blocking`]). The workers share
+//! one way of making sockets ([`SocketSource`]).
 //!
 //! Every thread here runs with all signals blocked (the supervisor blocks them before it
 //! starts any thread, and threads inherit the mask). A signal that interrupts
@@ -29,8 +30,10 @@ use crate::blocking::Watcher;
 use crate::mediate::{self, Call, ThreadHandles};
 use crate::pool::ServerSockets;
 use crate::sys::{self, Notif};
+use crate::turn::{PassOnDrop, ReceiveTurn};
 
-/// Number of worker threads answering notifications.
+/// Number of worker threads kept for answering notifications: one waits for the next, the
+/// others are ready to take over when it starts an operation that may block.
 const WORKERS: usize = 4;
 
 /// Most workers at once, counting those busy with a blocking operation: past this, new
@@ -109,9 +112,18 @@ thread_local! {
 }
 
 impl SocketSource {
-    fn create(&self, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, CallError> {
+    /// A socket as `socket(domain, ty, protocol)` makes it in the stack (`ty` without
+    /// `SOCK_CLOEXEC`). `before_blocking` runs first if the socket must come from the server,
+    /// which may keep us waiting (a reconnect under `RUMPHIJACK_RETRYCONNECT=inftime`).
+    fn create(
+        &self,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        before_blocking: impl FnOnce(),
+    ) -> Result<OwnedFd, CallError> {
         match self {
-            SocketSource::Server(server) => server.create(domain, ty, protocol),
+            SocketSource::Server(server) => server.create(domain, ty, protocol, before_blocking),
             SocketSource::Direct => sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
                 .map_err(CallError::Errno),
             SocketSource::Namespace { netns, server } => {
@@ -120,6 +132,7 @@ impl SocketSource {
                     sys::sock::socket(domain, ty | libc::SOCK_CLOEXEC, protocol)
                         .map_err(CallError::Errno)
                 } else {
+                    before_blocking();
                     server.create_socket(domain, ty, protocol)
                 }
             }
@@ -152,7 +165,10 @@ pub struct Service {
     watcher: Arc<Watcher>,
     stats: Arc<Stats>,
     threads: ThreadHandles,
-    /// Workers running, and how many of them wait for a notification.
+    /// Which worker waits in `SECCOMP_IOCTL_NOTIF_RECV`.
+    turn: ReceiveTurn,
+    /// Workers running, and how many of them wait for a notification (or for the turn to
+    /// wait for one).
     workers: AtomicUsize,
     idle: AtomicUsize,
 }
@@ -194,9 +210,11 @@ impl Service {
         &self.watcher
     }
 
-    /// Called by a worker about to run an operation that may block: starts another worker
-    /// when none is left waiting, so the program's other calls are still served.
+    /// Called by a worker about to run an operation that may block: passes its turn to wait
+    /// for notifications on, and starts another worker when none is left waiting, so the
+    /// program's other calls are still served.
     pub fn before_blocking(self: &Arc<Self>) {
+        self.turn.pass();
         if self.idle.load(Ordering::SeqCst) == 0
             && self.workers.load(Ordering::SeqCst) < MAX_WORKERS
         {
@@ -247,6 +265,7 @@ pub fn start(
         watcher,
         stats: stats.clone(),
         threads: ThreadHandles::default(),
+        turn: ReceiveTurn::default(),
         workers: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
     });
@@ -259,7 +278,7 @@ pub fn start(
     }
 
     // Each worker reads notifications itself: a hand-off between a reader and a worker
-    // would add a wake-up to every call.
+    // would add a wake-up to every call. Only the one holding the turn reads at a time.
     for _ in 0..WORKERS {
         spawn_worker(&svc);
     }
@@ -307,6 +326,8 @@ fn wait_for_hangup(listener: BorrowedFd<'_>) {
 }
 
 fn worker(svc: &Arc<Service>) {
+    // However this worker ends, another gets the turn.
+    let _pass = PassOnDrop(&svc.turn);
     loop {
         // A worker started for a blocking operation retires once enough others wait.
         if svc.workers.load(Ordering::SeqCst) > WORKERS
@@ -316,6 +337,7 @@ fn worker(svc: &Arc<Service>) {
             return;
         }
         svc.idle.fetch_add(1, Ordering::SeqCst);
+        svc.turn.take();
         let received = sys::notif_recv(svc.listener());
         svc.idle.fetch_sub(1, Ordering::SeqCst);
         let notif = match received {
@@ -375,14 +397,11 @@ fn handle_socket(svc: &Arc<Service>, notif: &Notif) {
     let cloexec = ty & libc::SOCK_CLOEXEC != 0;
     trace!(pid = notif.pid, domain, ty, protocol, "socket");
 
-    // A server may keep us waiting (a reconnect under RUMPHIJACK_RETRYCONNECT=inftime):
-    // make sure another worker serves the program's other calls meanwhile.
-    if !matches!(svc.sockets, SocketSource::Direct) {
-        svc.before_blocking();
-    }
+    // A server may keep us waiting: another worker then serves the program's other calls.
+    let before_blocking = || svc.before_blocking();
     match svc
         .sockets
-        .create(domain, ty & !libc::SOCK_CLOEXEC, protocol)
+        .create(domain, ty & !libc::SOCK_CLOEXEC, protocol, before_blocking)
     {
         Ok(fd) => svc.install(notif, fd, cloexec),
         Err(CallError::Errno(errno)) => {

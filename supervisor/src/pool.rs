@@ -58,12 +58,19 @@ impl ServerSockets {
     }
 
     /// A socket as `socket(domain, ty, protocol)` would make it in the server's stack
-    /// (`ty` without `SOCK_CLOEXEC`).
-    pub fn create(&self, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, CallError> {
+    /// (`ty` without `SOCK_CLOEXEC`). `before_blocking` runs before a round trip to the server.
+    pub fn create(
+        &self,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        before_blocking: impl FnOnce(),
+    ) -> Result<OwnedFd, CallError> {
         let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
         let nonblock = ty & libc::SOCK_NONBLOCK != 0;
         let kind = (domain, base, protocol);
         if !poolable(kind) {
+            before_blocking();
             return self.client.create_socket(domain, ty, protocol);
         }
 
@@ -73,6 +80,7 @@ impl ServerSockets {
             }
         }
 
+        before_blocking();
         let mut batch = self.client.create_sockets(domain, base, protocol, BATCH)?;
         let first = batch.pop().ok_or(CallError::Errno(libc::EIO))?;
         self.keep(kind, batch);
