@@ -25,8 +25,9 @@ use std::sync::Mutex;
 
 use rumpclient::client::{CallError, Client};
 
-/// Sockets asked for at once.
-pub const BATCH: usize = 16;
+/// Sockets asked for at once: the most one request may ask for (`MAX_SOCKET_BATCH`), since
+/// each refill is a round trip with two wake-ups of another process.
+pub const BATCH: usize = rumpclient::protocol::MAX_SOCKET_BATCH as usize;
 
 /// Most sockets kept per kind.
 pub const KEEP: usize = 32;
