@@ -44,6 +44,20 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, for looking one up by its label.
+    pub const ALL: [Mode; 10] = [
+        Mode::Native,
+        Mode::NativeInStack,
+        Mode::Supervisor,
+        Mode::SupervisorExt,
+        Mode::Preload,
+        Mode::Hybrid,
+        Mode::Strace,
+        Mode::SeccompFloor,
+        Mode::Slirp4netns,
+        Mode::Pasta,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Mode::Native => "native",

@@ -25,6 +25,7 @@ pub fn render(rows: &[Row], info: &RunInfo, bench: &Bench) -> String {
     method(&mut md, info, bench);
     figures(&mut md, rows, info);
     bars(&mut md, rows);
+    md.push_str(&super::analysis::render(rows));
     counters(&mut md, rows);
     peers(&mut md);
     reproduce(&mut md);
