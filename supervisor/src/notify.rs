@@ -1,9 +1,9 @@
 //! Serving the program's trapped system calls.
 //!
 //! A small pool of workers reads notifications from the listener and answers them on the
-//! spot, one worker at a time waiting for the next ([`crate::turn`]); before an operation that
-//! may block, the worker passes that turn to another ([`crate::blocking`]). The workers share
-//! one way of making sockets ([`SocketSource`]).
+//! spot, two of them at a time waiting for the next ([`crate::turn`]); before an operation that
+//! may block, a worker passes its turn to another ([`crate::blocking`]). The workers share one
+//! way of making sockets ([`SocketSource`]).
 //!
 //! Every thread here runs with all signals blocked (the supervisor blocks them before it
 //! starts any thread, and threads inherit the mask). A signal that interrupts
@@ -32,8 +32,8 @@ use crate::pool::ServerSockets;
 use crate::sys::{self, Notif};
 use crate::turn::{PassOnDrop, ReceiveTurn};
 
-/// Number of worker threads kept for answering notifications: one waits for the next, the
-/// others are ready to take over when it starts an operation that may block.
+/// Number of worker threads kept for answering notifications: two wait for the next, the
+/// others are ready to take over when one starts an operation that may block.
 const WORKERS: usize = 4;
 
 /// Most workers at once, counting those busy with a blocking operation: past this, new
@@ -165,9 +165,9 @@ pub struct Service {
     watcher: Arc<Watcher>,
     stats: Arc<Stats>,
     threads: ThreadHandles,
-    /// Which worker waits in `SECCOMP_IOCTL_NOTIF_RECV`.
+    /// Which workers wait in `SECCOMP_IOCTL_NOTIF_RECV`.
     turn: ReceiveTurn,
-    /// Workers running, and how many of them wait for a notification (or for the turn to
+    /// Workers running, and how many of them wait for a notification (or for a turn to
     /// wait for one).
     workers: AtomicUsize,
     idle: AtomicUsize,
@@ -278,7 +278,7 @@ pub fn start(
     }
 
     // Each worker reads notifications itself: a hand-off between a reader and a worker
-    // would add a wake-up to every call. Only the one holding the turn reads at a time.
+    // would add a wake-up to every call. Only those holding a turn read.
     for _ in 0..WORKERS {
         spawn_worker(&svc);
     }
@@ -326,7 +326,7 @@ fn wait_for_hangup(listener: BorrowedFd<'_>) {
 }
 
 fn worker(svc: &Arc<Service>) {
-    // However this worker ends, another gets the turn.
+    // However this worker ends, another gets its turn.
     let _pass = PassOnDrop(&svc.turn);
     loop {
         // A worker started for a blocking operation retires once enough others wait.

@@ -5,9 +5,12 @@
 //! `SECCOMP_RET_USER_NOTIF`, everything else `SECCOMP_RET_ALLOW` — with
 //! `SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`, as rumphijack
 //! does, and runs the client. The parent takes the listener with pidfd_getfd(2), asks for
-//! synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`), and answers each `socket()`
-//! on one thread: socket(2) with the same arguments, `SECCOMP_IOCTL_NOTIF_ADDFD` with
-//! `SECCOMP_ADDFD_FLAG_SEND`, close(2) of its copy. No policy, no second stack, no pool.
+//! synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`), and answers each `socket()`:
+//! socket(2) with the same arguments, `SECCOMP_IOCTL_NOTIF_ADDFD` with
+//! `SECCOMP_ADDFD_FLAG_SEND`, close(2) of its copy. No policy, no second stack, no pool. Two
+//! threads wait for notifications, as two of rumphijack's workers do: with one, a call often
+//! waits for that thread to come back from the other CPU (see the supervisor's `turn`
+//! module), and the floor would not be one.
 //!
 //! Every call but `socket()` is allowed by a filter whose verdict does not depend on the
 //! arguments, so the kernel answers it from its action cache (Linux 5.11) without running
@@ -58,8 +61,11 @@ pub fn run(client: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         unsafe { libc::_exit(status) };
     }
     drop(write_end);
-    let listener = take_listener(child, &read_end)?;
-    std::thread::spawn(move || serve(&listener));
+    let listener = std::sync::Arc::new(take_listener(child, &read_end)?);
+    for _ in 0..2 {
+        let listener = listener.clone();
+        std::thread::spawn(move || serve(&listener));
+    }
 
     let mut status = 0;
     // SAFETY: waits for our own child; `status` is a valid place for its status.
