@@ -61,7 +61,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -218,6 +218,9 @@ pub struct Client {
     conn: Mutex<Conn>,
     /// Connections made so far: 1, plus one per reconnect.
     connections: AtomicU64,
+    /// Set by the thread holding `conn` from the moment its request finds the connection
+    /// lost until it has reconnected or given up, so that others can tell without the lock.
+    recovering: AtomicBool,
     /// Kept apart from `conn` so that reading it never waits for a request or a reconnect.
     stack: Mutex<String>,
     notice: Box<dyn Fn(&str) + Send + Sync>,
@@ -295,6 +298,7 @@ impl Client {
             id,
             conn: Mutex::new(Conn::Up(stream, welcome.version)),
             connections: AtomicU64::new(1),
+            recovering: AtomicBool::new(false),
             stack: Mutex::new(welcome.stack),
             notice: Box::new(|line| eprintln!("rumpclient: {line}")),
         }
@@ -369,13 +373,14 @@ impl Client {
         self.connections.load(Ordering::Acquire)
     }
 
-    /// Whether sockets kept from this client may still be handed out: the connection is up,
-    /// idle, and the server has sent nothing unasked (it only ever does so to say it is
-    /// closing). False, without waiting, while another thread's request is in flight or a
-    /// reconnect is under way. Costs one poll(2).
+    /// Whether sockets kept from this client may still be handed out: the connection is up
+    /// and the server has sent nothing unasked (it only ever does so to say it is closing).
+    /// Costs one poll(2). Never waits: while another thread's request is in flight, true
+    /// unless that request has found the connection lost (it is then reconnecting or giving
+    /// up); the request itself notices a hang-up as soon as it reads.
     pub fn connection_quiet(&self) -> bool {
         let Ok(conn) = self.conn.try_lock() else {
-            return false;
+            return !self.recovering.load(Ordering::Acquire);
         };
         match &*conn {
             Conn::Up(stream, _) => {
@@ -416,13 +421,16 @@ impl Client {
 
             // Close the broken stream before anything else, so the server sees the hang-up
             // even if reconnecting takes long.
+            self.recovering.store(true, Ordering::Release);
             *conn = Conn::Dead;
-            match self.recover(&lost) {
-                Some((stream, version)) => {
-                    *conn = Conn::Up(stream, version);
-                    self.connections.fetch_add(1, Ordering::AcqRel);
-                }
-                None => return Err(self.dead_error()),
+            let recovered = self.recover(&lost);
+            if let Some((stream, version)) = recovered {
+                *conn = Conn::Up(stream, version);
+                self.connections.fetch_add(1, Ordering::AcqRel);
+            }
+            self.recovering.store(false, Ordering::Release);
+            if matches!(*conn, Conn::Dead) {
+                return Err(self.dead_error());
             }
 
             if !request.safe_to_resend() || resends == MAX_RESENDS {

@@ -617,3 +617,66 @@ fn version_1_server_is_asked_for_one_socket_at_a_time() {
     );
     assert_eq!(result.unwrap().len(), 1);
 }
+
+#[test]
+fn quiet_while_another_request_is_in_flight_but_not_while_reconnecting() {
+    // A request in flight: the server holds its answer until told.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        welcome(&theirs, "slow");
+        let (request, _) = wire::recv(&theirs).unwrap();
+        go_rx.recv().unwrap();
+        let Message::CreateSocket { domain, ty, .. } = request else {
+            panic!("{request:?}");
+        };
+        let fd = sys::socket(domain, ty, 0).unwrap();
+        wire::send(
+            &theirs,
+            &Message::SocketReply { errno: 0 },
+            Some(fd.as_fd()),
+        )
+        .unwrap();
+        theirs
+    });
+    let client = Arc::new(Client::from_stream(ours, RetryPolicy::Never, id()).unwrap());
+    assert!(client.connection_quiet());
+    let caller = {
+        let client = Arc::clone(&client);
+        thread::spawn(move || stream_socket(&client))
+    };
+    while client.conn.try_lock().is_ok() {
+        thread::yield_now();
+    }
+    assert!(
+        client.connection_quiet(),
+        "a request in flight says nothing against the connection"
+    );
+    go_tx.send(()).unwrap();
+    caller.join().unwrap().unwrap();
+    let theirs = server.join().unwrap();
+
+    // The server hangs up while nothing is in flight.
+    drop(theirs);
+    assert!(!client.connection_quiet());
+
+    // A request that found the connection lost and is reconnecting.
+    let dir = Arc::new(TempDir::new("quiet"));
+    let (client, gone, server) = client_of_dying_server(&dir, RetryPolicy::Forever);
+    let client = Arc::new(client);
+    gone.recv().unwrap();
+    server.join().unwrap();
+    let caller = {
+        let client = Arc::clone(&client);
+        thread::spawn(move || stream_socket(&client))
+    };
+    while !client.recovering.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+    assert!(!client.connection_quiet(), "reconnecting is not quiet");
+    let listener = dir.listen();
+    let stream = accept_and_welcome(&listener, "second life");
+    serve(&stream, 1);
+    caller.join().unwrap().unwrap();
+    assert!(client.connection_quiet());
+}
