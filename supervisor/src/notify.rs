@@ -328,6 +328,15 @@ fn wait_for_hangup(listener: BorrowedFd<'_>) {
 fn worker(svc: &Arc<Service>) {
     // However this worker ends, another gets its turn.
     let _pass = PassOnDrop(&svc.turn);
+
+    // Answering with a descriptor (SECCOMP_IOCTL_NOTIF_ADDFD) wakes this thread again once the
+    // program has installed it, while the program is still running; preempting the program
+    // then costs two context switches per call for work (closing our copy, going back to the
+    // ioctl) that can wait for its next trapped call. socket()+close(), native 1.5 µs:
+    // 8.9 -> 7.5 µs on an idle machine, 7.5 -> 5.9 µs with both CPUs busy.
+    if let Err(e) = sys::set_sched_batch() {
+        debug!(error = %e, "workers keep the default scheduling policy");
+    }
     loop {
         // A worker started for a blocking operation retires once enough others wait.
         if svc.workers.load(Ordering::SeqCst) > WORKERS

@@ -8,9 +8,11 @@
 //! synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`), and answers each `socket()`:
 //! socket(2) with the same arguments, `SECCOMP_IOCTL_NOTIF_ADDFD` with
 //! `SECCOMP_ADDFD_FLAG_SEND`, close(2) of its copy. No policy, no second stack, no pool. Two
-//! threads wait for notifications, as two of rumphijack's workers do: with one, a call often
-//! waits for that thread to come back from the other CPU (see the supervisor's `turn`
-//! module), and the floor would not be one.
+//! threads wait for notifications, as two of rumphijack's workers do, and they run as
+//! `SCHED_BATCH`, as those workers do: with one thread, a call often waits for it to come back
+//! from the other CPU, and a worker that preempts the program right after answering costs two
+//! context switches (see the supervisor's `turn` and `notify` modules). Without the same
+//! choices the floor would not be one.
 //!
 //! Every call but `socket()` is allowed by a filter whose verdict does not depend on the
 //! arguments, so the kernel answers it from its action cache (Linux 5.11) without running
@@ -159,6 +161,10 @@ fn take_listener(child: libc::pid_t, report: &OwnedFd) -> io::Result<OwnedFd> {
 
 /// Answers `socket()` notifications until the child is gone.
 fn serve(listener: &OwnedFd) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is valid for the call; pid 0 is this thread. Failure changes nothing
+    // but the speed.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     loop {
         // SAFETY: seccomp_notif is plain data; zeroed is what NOTIF_RECV requires.
         let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
