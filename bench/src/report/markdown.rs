@@ -106,8 +106,9 @@ fn method(md: &mut String, info: &RunInfo, bench: &Bench) {
             "seccomp-floor",
             "`bench-load … --seccomp-floor` (scenarios 1 and 2): the client under the least a \
              seccomp user-notification supervisor can do — a filter trapping only `socket()`, \
-             loaded with the flags rumphijack uses, and one thread of a parent process that \
-             answers each `socket()` with a socket of its own namespace installed by \
+             loaded with the flags rumphijack uses, and two threads of a parent process (as \
+             rumphijack's workers: two waiting, `SCHED_BATCH`) that answer each `socket()` \
+             with a socket of their own namespace installed by \
              `SECCOMP_IOCTL_NOTIF_ADDFD`. Not a way to run programs: the floor under every \
              supervised figure, see *Where the time goes*",
         ),
