@@ -171,6 +171,8 @@ pub struct Service {
     /// wait for one).
     workers: AtomicUsize,
     idle: AtomicUsize,
+    /// Workers inside `SECCOMP_IOCTL_NOTIF_RECV` right now.
+    receiving: AtomicUsize,
 }
 
 impl std::fmt::Debug for Service {
@@ -210,11 +212,14 @@ impl Service {
         &self.watcher
     }
 
-    /// Called by a worker about to run an operation that may block: passes its turn to wait
-    /// for notifications on, and starts another worker when none is left waiting, so the
-    /// program's other calls are still served.
+    /// Called by a worker about to run an operation that may block: makes sure another worker
+    /// waits for notifications meanwhile, so the program's other calls are still served. One
+    /// already in the ioctl is enough; otherwise this worker passes its turn on, which wakes a
+    /// waiting worker (or starts one when none is left).
     pub fn before_blocking(self: &Arc<Self>) {
-        self.turn.pass();
+        if self.receiving.load(Ordering::SeqCst) == 0 {
+            self.turn.pass();
+        }
         if self.idle.load(Ordering::SeqCst) == 0
             && self.workers.load(Ordering::SeqCst) < MAX_WORKERS
         {
@@ -268,6 +273,7 @@ pub fn start(
         turn: ReceiveTurn::default(),
         workers: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
+        receiving: AtomicUsize::new(0),
     });
     // Answers then wake the program on the CPU the answering thread runs on, and a
     // notification wakes a waiting worker on the program thread's CPU (Linux 6.6). On a
@@ -347,7 +353,9 @@ fn worker(svc: &Arc<Service>) {
         }
         svc.idle.fetch_add(1, Ordering::SeqCst);
         svc.turn.take();
+        svc.receiving.fetch_add(1, Ordering::SeqCst);
         let received = sys::notif_recv(svc.listener());
+        svc.receiving.fetch_sub(1, Ordering::SeqCst);
         svc.idle.fetch_sub(1, Ordering::SeqCst);
         let notif = match received {
             Ok(notif) => notif,

@@ -19,9 +19,10 @@
 //! So at most [`WAITERS`] workers at a time, those holding a turn, wait in the ioctl; the others
 //! wait on a condition variable, which wakes exactly one of them when a turn is passed. A holder
 //! keeps its turn while it serves a call that finishes quickly and goes straight back to the
-//! ioctl, so a busy program's calls cost no hand-off between threads. It passes the turn before
-//! anything that may block (a round trip to the server, a `connect` the supervisor performs),
-//! so that another worker waits for the next notification meanwhile.
+//! ioctl, so a busy program's calls cost no hand-off between threads. Before anything that may
+//! block (a round trip to the server, a `connect` the supervisor performs) it makes sure that
+//! another worker waits for the next notification meanwhile: the other holder, if it is in the
+//! ioctl; otherwise it passes its turn on.
 //!
 //! ## Limitations
 //!
