@@ -45,14 +45,23 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8
     })
 }
 
-/// Waits for `child`, killing it when `timeout` passes first.
+/// Waits for `child`, killing it when `timeout` passes first. Sleeps in poll(2) on a pidfd
+/// until the child exits, so that the harness does not wake up during a timed run (it polled
+/// every 2 ms before, waking the otherwise idle vCPU 500 times a second); without pidfds it
+/// looks every 2 ms.
 pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
+    let pidfd = sys::pidfd_open(child.id()).ok();
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if let (Some(fd), Some(left)) = (&pidfd, deadline.checked_duration_since(now)) {
+            sys::wait_readable(fd, left)?;
+            continue;
+        }
+        if now >= deadline {
             let _ = child.kill();
             let _ = child.wait();
             bail!(

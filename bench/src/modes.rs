@@ -34,6 +34,9 @@ pub enum Mode {
     Hybrid,
     /// `strace -f --seccomp-bpf -e trace=socket,connect`: the ptrace per-call baseline.
     Strace,
+    /// `bench-load … --seccomp-floor`: the client under a minimal seccomp supervisor of
+    /// bench-load's own, the cost of the kernel interface without rumphijack.
+    SeccompFloor,
     /// Client in its own network namespace, reaching the host's loopback via slirp4netns.
     Slirp4netns,
     /// Client in its own network namespace, reaching the host's loopback via pasta.
@@ -46,6 +49,20 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, for looking one up by its label.
+    pub const ALL: [Mode; 10] = [
+        Mode::Native,
+        Mode::NativeInStack,
+        Mode::Supervisor,
+        Mode::SupervisorExt,
+        Mode::Preload,
+        Mode::Hybrid,
+        Mode::Strace,
+        Mode::SeccompFloor,
+        Mode::Slirp4netns,
+        Mode::Pasta,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Mode::Native => "native",
@@ -55,6 +72,7 @@ impl Mode {
             Mode::Preload => "preload",
             Mode::Hybrid => "hybrid",
             Mode::Strace => "strace",
+            Mode::SeccompFloor => "seccomp-floor",
             Mode::Slirp4netns => "slirp4netns",
             Mode::Pasta => "pasta",
             Mode::Direct => "direct",
@@ -85,7 +103,7 @@ impl Mode {
         let tools = &bench.tools;
         let missing = |what: &str| Some(format!("n/a: {what} not installed"));
         match self {
-            Mode::Native => None,
+            Mode::Native | Mode::SeccompFloor => None,
             Mode::NativeInStack if tools.nsenter.is_none() => missing("nsenter"),
             Mode::NativeInStack | Mode::Supervisor => no_stack(bench),
             Mode::SupervisorExt => bench.server_error.clone(),
@@ -120,6 +138,11 @@ impl Mode {
         let tools = &bench.tools;
         let mut cmd = match self {
             Mode::Native | Mode::Slirp4netns | Mode::Pasta => plain(argv),
+            Mode::SeccompFloor => {
+                let mut cmd = plain(argv);
+                cmd.arg("--seccomp-floor");
+                cmd
+            }
             Mode::Supervisor | Mode::SupervisorExt | Mode::Hybrid => {
                 let mut cmd = Command::new(&tools.rumphijack);
                 cmd.arg("run");

@@ -94,6 +94,17 @@ const WITH_STRACE: &[Mode] = &[
     Hybrid,
     Strace,
 ];
+/// With the minimal supervisor, for the scenarios whose cost is the seccomp interface's.
+const WITH_FLOOR: &[Mode] = &[
+    Native,
+    NativeInStack,
+    Supervisor,
+    SupervisorExt,
+    Preload,
+    Hybrid,
+    Strace,
+    SeccompFloor,
+];
 const PLAIN: &[Mode] = &[
     Native,
     NativeInStack,
@@ -117,7 +128,7 @@ pub const ALL: &[Scenario] = &[
         },
         metric: Metric::NsPerOp,
         policy: None,
-        modes: WITH_STRACE,
+        modes: WITH_FLOOR,
         duration_factor: 1,
     },
     Scenario {
@@ -132,7 +143,7 @@ pub const ALL: &[Scenario] = &[
         },
         metric: Metric::NsPerOp,
         policy: None,
-        modes: WITH_STRACE,
+        modes: WITH_FLOOR,
         duration_factor: 1,
     },
     Scenario {

@@ -62,6 +62,17 @@ pub fn wait_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
+/// pidfd_open(2) (Linux 5.3): a descriptor that becomes readable when process `pid` exits.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes integers only.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned by pidfd_open and belongs to nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// kill(2) with `SIGTERM`: the polite stop `rumphijack` forwards and `rump_server` handles.
 pub fn terminate(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {

@@ -200,14 +200,59 @@ pub fn create_sockets(
     })
 }
 
+/// Asks for a batch of `count` sockets without waiting for it ([`take_ahead`] collects it).
+/// Returns whether the request was sent: not when another batch is on its way, or the
+/// session is busy or down.
+pub fn send_ahead(
+    config: &Config,
+    url: &ServerUrl,
+    domain: i32,
+    ty: i32,
+    protocol: i32,
+    count: usize,
+) -> bool {
+    let sent = request(config, url, |client| {
+        Ok(client.send_ahead(domain, ty, protocol, count))
+    });
+    matches!(sent, Ok((true, _)))
+}
+
+/// The batch of this kind asked for with [`send_ahead`], and the epoch it belongs to; waits
+/// for it if it has not come yet. `None` when there is none on the current connection, when
+/// the connection turned out to be lost, or when the server could make no socket: the
+/// caller then asks the usual way, which applies the retry policy or returns the errno.
+pub fn take_ahead(
+    config: &Config,
+    url: &ServerUrl,
+    domain: i32,
+    ty: i32,
+    protocol: i32,
+) -> Option<(Vec<OwnedFd>, Epoch)> {
+    let taken = request(config, url, |client| {
+        Ok(client.take_ahead(domain, ty, protocol))
+    });
+    match taken {
+        Ok((Some(Ok(fds)), epoch)) if !fds.is_empty() => Some((fds, epoch)),
+        _ => None,
+    }
+}
+
 /// True when the current connection may be gone: none is open, or the server has hung up or
 /// sent something unasked (it only ever sends `Error` on its own, before closing). Never
-/// true merely because another thread is waiting for a reply. Costs one poll(2).
+/// true merely because another thread is waiting for a reply, or because the reply to a
+/// batch asked for ahead has come. Costs one poll(2).
 pub fn connection_in_doubt() -> bool {
     let state = lock();
     match &state.link {
         Link::Up(session) if session.in_flight.load(Ordering::Acquire) > 0 => false,
-        Link::Up(session) => !sys::quiet(session.recorded.fd.load(Ordering::Acquire)),
+        Link::Up(session) => {
+            let fd = session.recorded.fd.load(Ordering::Acquire);
+            if session.client.awaiting_ahead() {
+                sys::hung_up(fd)
+            } else {
+                !sys::quiet(fd)
+            }
+        }
         Link::Unconnected | Link::Dead(_) => true,
     }
 }

@@ -432,6 +432,19 @@ pub fn quiet(fd: c_int) -> bool {
     rc == 0
 }
 
+/// True when poll(2) reports that the peer of `fd` hung up or closed its side, or that `fd` is
+/// in error or not open. Data waiting to be read does not count. Does not wait.
+pub fn hung_up(fd: c_int) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd, and the count says one.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    rc != 0
+}
+
 /// fcntl(F_DUPFD) or, with `cloexec`, fcntl(F_DUPFD_CLOEXEC): a duplicate at the lowest free
 /// number, as socket(2) or dup(2) would pick.
 pub fn dup_lowest(fd: c_int, cloexec: bool) -> Result<c_int, Errno> {

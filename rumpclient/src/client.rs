@@ -38,6 +38,15 @@
 //! way, so callers need not care which server they reached.
 //! A request that leaves state behind on the server would return `ENOTCONN` instead.
 //!
+//! # A batch asked for ahead
+//!
+//! [`Client::send_ahead`] sends a `CreateSockets` request and returns at once; the server
+//! makes the sockets while the caller goes on, and [`Client::take_ahead`] collects them
+//! later, waiting only if they have not arrived yet. At most one such request is outstanding.
+//! Replies come in request order, so any other request first reads that reply and keeps it
+//! for `take_ahead`; a loss found while reading it is handled by whichever request comes next,
+//! as the policy says. Sockets asked for ahead on a connection that is then lost die with it.
+//!
 //! # Notices
 //!
 //! The program's user is told, through the notice sink (stderr by default), when the
@@ -61,7 +70,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -218,14 +227,17 @@ pub struct Client {
     conn: Mutex<Conn>,
     /// Connections made so far: 1, plus one per reconnect.
     connections: AtomicU64,
+    /// Set by the thread holding `conn` from the moment its request finds the connection
+    /// lost until it has reconnected or given up, so that others can tell without the lock.
+    recovering: AtomicBool,
     /// Kept apart from `conn` so that reading it never waits for a request or a reconnect.
     stack: Mutex<String>,
     notice: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 enum Conn {
-    /// Connected; the protocol version the server agreed to.
-    Up(UnixStream, u16),
+    /// Connected; the protocol version the server agreed to; the batch asked for ahead.
+    Up(UnixStream, u16, Option<Box<Ahead>>),
     /// Lost for good: no address to reconnect to, or the policy said stop.
     Dead,
 }
@@ -293,8 +305,9 @@ impl Client {
             setup: None,
             retry,
             id,
-            conn: Mutex::new(Conn::Up(stream, welcome.version)),
+            conn: Mutex::new(Conn::Up(stream, welcome.version, None)),
             connections: AtomicU64::new(1),
+            recovering: AtomicBool::new(false),
             stack: Mutex::new(welcome.stack),
             notice: Box::new(|line| eprintln!("rumpclient: {line}")),
         }
@@ -362,6 +375,102 @@ impl Client {
         }
     }
 
+    /// Asks for up to `count` sockets as [`Client::create_sockets`] would, without waiting
+    /// for them: [`Client::take_ahead`] collects them. Returns false, having sent nothing,
+    /// when a batch is already asked for, another thread holds the connection, the connection
+    /// is down, or the server speaks protocol version 1.
+    pub fn send_ahead(&self, domain: i32, ty: i32, protocol: i32, count: usize) -> bool {
+        let Ok(mut conn) = self.conn.try_lock() else {
+            return false;
+        };
+        let Conn::Up(stream, version, ahead) = &mut *conn else {
+            return false;
+        };
+        if ahead.is_some() || *version < BATCH_PROTOCOL_VERSION {
+            return false;
+        }
+        let request = Request::CreateSockets {
+            domain,
+            ty: ty & !libc::SOCK_CLOEXEC,
+            protocol,
+            count: count.clamp(1, usize::from(MAX_SOCKET_BATCH)) as u8,
+        };
+        let sent = wire::send(stream, &request.message(), None);
+        let reply = match sent {
+            Ok(()) => None,
+            // The stream may hold part of a frame now: the next request finds it lost.
+            Err(e) => Some(Err(Lost::Wire(e))),
+        };
+        *ahead = Some(Box::new(Ahead { request, reply }));
+        true
+    }
+
+    /// The sockets of the batch asked for ahead, if it was of this kind (`ty` without
+    /// `SOCK_CLOEXEC`) and on the current connection; waits for them if they have not come
+    /// yet. `None` otherwise, and when the connection turned out to be lost: the caller then
+    /// asks the usual way, and that request applies the retry policy.
+    pub fn take_ahead(
+        &self,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    ) -> Option<Result<Vec<OwnedFd>, CallError>> {
+        let mut conn = lock(&self.conn);
+        let Conn::Up(stream, _, ahead) = &mut *conn else {
+            return None;
+        };
+        let wanted = ahead.as_ref().is_some_and(|a| {
+            let Request::CreateSockets {
+                domain: d,
+                ty: t,
+                protocol: p,
+                ..
+            } = a.request
+            else {
+                return false;
+            };
+            (d, t, p) == (domain, ty & !libc::SOCK_CLOEXEC, protocol)
+        });
+        if !wanted {
+            return None;
+        }
+        let taken = ahead.as_mut().map(|a| {
+            a.read_reply(stream);
+            a.reply.take()
+        });
+        match taken.flatten() {
+            Some(Ok(Ok(Reply::Sockets(fds)))) => {
+                *ahead = None;
+                Some(Ok(fds))
+            }
+            Some(Ok(Ok(Reply::Socket(fd)))) => {
+                *ahead = None;
+                Some(Ok(vec![fd]))
+            }
+            Some(Ok(Err(errno))) => {
+                *ahead = None;
+                Some(Err(CallError::Errno(errno)))
+            }
+            // Kept for the next request, which handles the loss.
+            Some(Err(lost)) => {
+                if let Some(a) = ahead.as_mut() {
+                    a.reply = Some(Err(lost));
+                }
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Whether a batch asked for ahead has not been read yet (so that a reply is expected on
+    /// the connection). False when another thread holds the connection.
+    pub fn awaiting_ahead(&self) -> bool {
+        let Ok(conn) = self.conn.try_lock() else {
+            return false;
+        };
+        matches!(&*conn, Conn::Up(_, _, Some(a)) if a.reply.is_none())
+    }
+
     /// How many connections this client has made: 1, plus one per reconnect. A caller that
     /// keeps sockets from the server can tell by a change that they came from an earlier
     /// connection, possibly to another stack.
@@ -369,33 +478,36 @@ impl Client {
         self.connections.load(Ordering::Acquire)
     }
 
-    /// Whether sockets kept from this client may still be handed out: the connection is up,
-    /// idle, and the server has sent nothing unasked (it only ever does so to say it is
-    /// closing). False, without waiting, while another thread's request is in flight or a
-    /// reconnect is under way. Costs one poll(2).
+    /// Whether sockets kept from this client may still be handed out: the connection is up
+    /// and the server has sent nothing unasked (it only ever does so to say it is closing).
+    /// Costs one poll(2). Never waits: while another thread's request is in flight, true
+    /// unless that request has found the connection lost (it is then reconnecting or giving
+    /// up); the request itself notices a hang-up as soon as it reads.
     pub fn connection_quiet(&self) -> bool {
-        let Ok(conn) = self.conn.try_lock() else {
+        let Ok(mut conn) = self.conn.try_lock() else {
+            return !self.recovering.load(Ordering::Acquire);
+        };
+        let Conn::Up(stream, _, ahead) = &mut *conn else {
             return false;
         };
-        match &*conn {
-            Conn::Up(stream, _) => {
-                let mut fds = [nix::poll::PollFd::new(
-                    stream.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                matches!(
-                    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
-                    Ok(0)
-                )
+        if !readable(stream) {
+            return true;
+        }
+        // The reply to a batch asked for ahead is expected, not a sign of trouble: read it, and
+        // look again.
+        match ahead {
+            Some(a) if a.reply.is_none() => {
+                a.read_reply(stream);
+                matches!(a.reply, Some(Ok(_))) && !readable(stream)
             }
-            Conn::Dead => false,
+            _ => false,
         }
     }
 
     /// The protocol version of the current connection; `None` when there is none.
     pub fn protocol_version(&self) -> Option<u16> {
         match &*lock(&self.conn) {
-            Conn::Up(_, version) => Some(*version),
+            Conn::Up(_, version, _) => Some(*version),
             Conn::Dead => None,
         }
     }
@@ -405,10 +517,15 @@ impl Client {
         let mut conn = lock(&self.conn);
         let mut resends = 0;
         loop {
-            let Conn::Up(stream, version) = &*conn else {
+            let Conn::Up(stream, version, ahead) = &mut *conn else {
                 return Err(self.dead_error());
             };
-            let lost = match exchange(stream, &request.for_version(*version)) {
+            // The reply to a batch asked for ahead comes first: keep it for take_ahead.
+            let outcome = match settle(stream, ahead) {
+                Ok(()) => exchange(stream, &request.for_version(*version)),
+                Err(lost) => Err(lost),
+            };
+            let lost = match outcome {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(errno)) => return Err(CallError::Errno(errno)),
                 Err(lost) => lost,
@@ -416,13 +533,16 @@ impl Client {
 
             // Close the broken stream before anything else, so the server sees the hang-up
             // even if reconnecting takes long.
+            self.recovering.store(true, Ordering::Release);
             *conn = Conn::Dead;
-            match self.recover(&lost) {
-                Some((stream, version)) => {
-                    *conn = Conn::Up(stream, version);
-                    self.connections.fetch_add(1, Ordering::AcqRel);
-                }
-                None => return Err(self.dead_error()),
+            let recovered = self.recover(&lost);
+            if let Some((stream, version)) = recovered {
+                *conn = Conn::Up(stream, version, None);
+                self.connections.fetch_add(1, Ordering::AcqRel);
+            }
+            self.recovering.store(false, Ordering::Release);
+            if matches!(*conn, Conn::Dead) {
+                return Err(self.dead_error());
             }
 
             if !request.safe_to_resend() || resends == MAX_RESENDS {
@@ -837,6 +957,51 @@ fn interpret_batch(
         check_socket(fd, domain, ty).map_err(Lost::Violation)?;
     }
     Ok(Ok(Reply::Sockets(fds)))
+}
+
+/// A batch asked for with [`Client::send_ahead`], and its reply once read: the sockets or the
+/// server's errno, or why the connection is lost.
+#[derive(Debug)]
+struct Ahead {
+    request: Request,
+    reply: Option<Result<Result<Reply, i32>, Lost>>,
+}
+
+impl Ahead {
+    /// Reads and checks the reply, unless it was read already.
+    fn read_reply(&mut self, stream: &UnixStream) {
+        if self.reply.is_none() {
+            let read = wire::recv_with_fds(stream).map_err(Lost::Wire);
+            self.reply = Some(read.and_then(|(reply, fds)| self.request.interpret(reply, fds)));
+        }
+    }
+}
+
+/// Brings the stream in step for a new request: reads the reply to the batch asked for ahead
+/// (kept for `take_ahead`), or returns the loss found while reading it.
+fn settle(stream: &UnixStream, ahead: &mut Option<Box<Ahead>>) -> Result<(), Lost> {
+    let Some(a) = ahead else {
+        return Ok(());
+    };
+    a.read_reply(stream);
+    if matches!(a.reply, Some(Err(_))) {
+        if let Some(Err(lost)) = ahead.take().and_then(|a| a.reply) {
+            return Err(lost);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the server has sent something (or hung up): one poll(2) that does not wait.
+fn readable(stream: &UnixStream) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        stream.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    !matches!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+        Ok(0)
+    )
 }
 
 /// Sends one request and reads its reply.

@@ -334,4 +334,89 @@ mod tests {
         let inet = build(Redirect::Trap(&inet), &none, None).unwrap();
         assert!(inet.len() < all.len());
     }
+
+    /// Whether the kernel's seccomp action cache (Linux 5.11) allows x86-64 call `nr` without
+    /// running the filter. Follows `seccomp_is_const_allow` in kernel/seccomp.c: the program
+    /// is emulated with only the call number and the architecture known; any other load, or
+    /// an instruction the emulator does not model, makes the verdict depend on the call.
+    fn cached_allow(program: &[BpfInstruction], nr: u32) -> bool {
+        const ARCH_X86_64: u32 = 0xc000_003e;
+        let (mut acc, mut pc) = (0u32, 0usize);
+        while let Some(insn) = program.get(pc) {
+            let k = insn.k;
+            match u32::from(insn.code) {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => match k {
+                    0 => acc = nr,
+                    4 => acc = ARCH_X86_64,
+                    _ => return false,
+                },
+                c if c == libc::BPF_RET | libc::BPF_K => return k == libc::SECCOMP_RET_ALLOW,
+                c if c == libc::BPF_JMP | libc::BPF_JA => pc += k as usize,
+                c if c & 0x07 == libc::BPF_JMP && c & 0x08 == libc::BPF_K => {
+                    let taken = match c & 0xf0 {
+                        op if op == libc::BPF_JEQ => acc == k,
+                        op if op == libc::BPF_JGE => acc >= k,
+                        op if op == libc::BPF_JGT => acc > k,
+                        op if op == libc::BPF_JSET => acc & k != 0,
+                        _ => return false,
+                    };
+                    pc += usize::from(if taken { insn.jt } else { insn.jf });
+                }
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= k,
+                _ => return false,
+            }
+            pc += 1;
+        }
+        false
+    }
+
+    /// A call the filter does not trap must cost no filter run: the kernel answers it from its
+    /// action cache, which only works while the verdict for that call number depends on
+    /// nothing else. A rule that looked at an argument before dispatching on the number
+    /// would silently slow down every system call of the program.
+    #[test]
+    fn untrapped_calls_are_answered_from_the_kernels_action_cache() {
+        let hijack = HijackSpec::default();
+        let connect_rule = Policy::parse(
+            "default = \"allow\"\n[[rule]]\nop = \"connect\"\naddr = \"loopback\"\n\
+             action = \"allow\"\n",
+            "test",
+        )
+        .unwrap();
+        for (redirect, policy, cookie) in [
+            (Redirect::Trap(&hijack), &Policy::allow_all(), None),
+            (Redirect::Trap(&hijack), &connect_rule, Some(0x5eed)),
+            (Redirect::Pinned, &Policy::allow_all(), None),
+            (Redirect::Relay(&hijack), &Policy::allow_all(), None),
+        ] {
+            let program = build(redirect, policy, cookie).unwrap();
+            let relayed = matches!(redirect, Redirect::Relay(_));
+            for nr in [
+                libc::SYS_getppid,
+                libc::SYS_read,
+                libc::SYS_write,
+                libc::SYS_close,
+                libc::SYS_futex,
+                libc::SYS_recvfrom,
+                libc::SYS_epoll_wait,
+            ] {
+                // With relayed sockets, a recvfrom with an address is trapped.
+                if relayed && nr == libc::SYS_recvfrom {
+                    assert!(!cached_allow(&program, nr as u32));
+                    continue;
+                }
+                assert!(
+                    cached_allow(&program, nr as u32),
+                    "call {nr} would run the filter ({redirect:?})"
+                );
+            }
+            // Sanity: what the filter decides on its arguments is not cached.
+            let checked = match redirect {
+                Redirect::Trap(_) => libc::SYS_socket,
+                Redirect::Relay(_) => libc::SYS_getsockopt,
+                Redirect::Pinned => libc::SYS_unshare,
+            };
+            assert!(!cached_allow(&program, checked as u32));
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod pool;
 mod remote;
 mod run;
 mod sys;
+mod turn;
 
 use std::process::ExitCode;
 

@@ -148,6 +148,17 @@ pub fn set_dumpable() -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// `sched_setscheduler(0, SCHED_BATCH)` for the calling thread (sched(7)): the same share of
+/// the CPU as `SCHED_OTHER`, but its wake-ups never preempt the running thread. Allowed
+/// without privileges.
+pub fn set_sched_batch() -> Result<(), Errno> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is the
+    // calling thread.
+    let ret = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    Errno::result(ret).map(drop)
+}
+
 /// `ioctl(SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)` (Linux 6.6):
 /// the kernel wakes the other side of each hand-off on the waker's CPU.
 pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> Result<(), Errno> {

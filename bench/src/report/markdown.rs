@@ -25,6 +25,7 @@ pub fn render(rows: &[Row], info: &RunInfo, bench: &Bench) -> String {
     method(&mut md, info, bench);
     figures(&mut md, rows, info);
     bars(&mut md, rows);
+    md.push_str(&super::analysis::render(rows));
     counters(&mut md, rows);
     peers(&mut md);
     reproduce(&mut md);
@@ -100,6 +101,16 @@ fn method(md: &mut String, info: &RunInfo, bench: &Bench) {
             "`strace -f -qq --seccomp-bpf -e trace=socket,connect -o /dev/null P`: the ptrace \
              cost per intercepted call (`--seccomp-bpf` stops only at the traced calls, as \
              graftcp's pre-filter does)",
+        ),
+        (
+            "seccomp-floor",
+            "`bench-load … --seccomp-floor` (scenarios 1 and 2): the client under the least a \
+             seccomp user-notification supervisor can do — a filter trapping only `socket()`, \
+             loaded with the flags rumphijack uses, and two threads of a parent process (as \
+             rumphijack's workers: two waiting, `SCHED_BATCH`) that answer each `socket()` \
+             with a socket of their own namespace installed by \
+             `SECCOMP_IOCTL_NOTIF_ADDFD`. Not a way to run programs: the floor under every \
+             supervised figure, see *Where the time goes*",
         ),
         ("slirp4netns, pasta", "see Peers"),
     ] {

@@ -22,6 +22,7 @@ fn colour(mode: Mode) -> &'static str {
         Mode::Preload => "#2ca02c",
         Mode::Hybrid => "#9467bd",
         Mode::Strace => "#d62728",
+        Mode::SeccompFloor => "#7f7f7f",
         Mode::Slirp4netns => "#ff7f0e",
         Mode::Pasta => "#8c564b",
         Mode::Direct => "#9e9e9e",

@@ -617,3 +617,169 @@ fn version_1_server_is_asked_for_one_socket_at_a_time() {
     );
     assert_eq!(result.unwrap().len(), 1);
 }
+
+#[test]
+fn quiet_while_another_request_is_in_flight_but_not_while_reconnecting() {
+    // A request in flight: the server holds its answer until told.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        welcome(&theirs, "slow");
+        let (request, _) = wire::recv(&theirs).unwrap();
+        go_rx.recv().unwrap();
+        let Message::CreateSocket { domain, ty, .. } = request else {
+            panic!("{request:?}");
+        };
+        let fd = sys::socket(domain, ty, 0).unwrap();
+        wire::send(
+            &theirs,
+            &Message::SocketReply { errno: 0 },
+            Some(fd.as_fd()),
+        )
+        .unwrap();
+        theirs
+    });
+    let client = Arc::new(Client::from_stream(ours, RetryPolicy::Never, id()).unwrap());
+    assert!(client.connection_quiet());
+    let caller = {
+        let client = Arc::clone(&client);
+        thread::spawn(move || stream_socket(&client))
+    };
+    while client.conn.try_lock().is_ok() {
+        thread::yield_now();
+    }
+    assert!(
+        client.connection_quiet(),
+        "a request in flight says nothing against the connection"
+    );
+    go_tx.send(()).unwrap();
+    caller.join().unwrap().unwrap();
+    let theirs = server.join().unwrap();
+
+    // The server hangs up while nothing is in flight.
+    drop(theirs);
+    assert!(!client.connection_quiet());
+
+    // A request that found the connection lost and is reconnecting.
+    let dir = Arc::new(TempDir::new("quiet"));
+    let (client, gone, server) = client_of_dying_server(&dir, RetryPolicy::Forever);
+    let client = Arc::new(client);
+    gone.recv().unwrap();
+    server.join().unwrap();
+    let caller = {
+        let client = Arc::clone(&client);
+        thread::spawn(move || stream_socket(&client))
+    };
+    while !client.recovering.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+    assert!(!client.connection_quiet(), "reconnecting is not quiet");
+    let listener = dir.listen();
+    let stream = accept_and_welcome(&listener, "second life");
+    serve(&stream, 1);
+    caller.join().unwrap().unwrap();
+    assert!(client.connection_quiet());
+}
+
+/// Answers requests of both kinds with real Unix stream sockets until the client hangs up;
+/// `stop_after` requests, then the server hangs up itself.
+fn serve_any(stream: &UnixStream, stop_after: usize) {
+    for _ in 0..stop_after {
+        let Ok((request, _)) = wire::recv(stream) else {
+            return;
+        };
+        let (reply, fds) = match request {
+            Message::CreateSocket { .. } => (
+                Message::SocketReply { errno: 0 },
+                vec![sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).unwrap()],
+            ),
+            Message::CreateSockets { count, .. } => (
+                Message::SocketsReply { count, errno: 0 },
+                unix_streams(count.into()),
+            ),
+            other => panic!("unexpected request {other:?}"),
+        };
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        wire::send_with_fds(stream, &reply, &borrowed).unwrap();
+    }
+}
+
+fn embedded_client(
+    serve: impl FnOnce(UnixStream) + Send + 'static,
+) -> (Client, thread::JoinHandle<()>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || {
+        welcome(&theirs, "ahead");
+        serve(theirs);
+    });
+    let mut client = Client::from_stream(ours, RetryPolicy::Never, id()).unwrap();
+    capture(&mut client);
+    (client, server)
+}
+
+#[test]
+fn a_batch_asked_for_ahead_is_collected_after_other_requests() {
+    let (client, server) = embedded_client(|s| serve_any(&s, usize::MAX));
+    let (unix, stream) = (libc::AF_UNIX, libc::SOCK_STREAM);
+    assert!(client.send_ahead(unix, stream, 0, 5));
+    assert!(
+        !client.send_ahead(unix, stream, 0, 5),
+        "one batch ahead at a time"
+    );
+
+    // A request of its own in between: the batch's reply is read first and kept.
+    stream_socket(&client).unwrap();
+    assert!(client.connection_quiet());
+    assert!(
+        client.take_ahead(unix, libc::SOCK_DGRAM, 0).is_none(),
+        "another kind"
+    );
+    let batch = client.take_ahead(unix, stream | libc::SOCK_CLOEXEC, 0);
+    assert_eq!(batch.unwrap().unwrap().len(), 5);
+    assert!(client.take_ahead(unix, stream, 0).is_none(), "taken once");
+
+    // Collected without any other request, waiting for it if need be.
+    assert!(client.send_ahead(unix, stream, 0, 3));
+    assert_eq!(
+        client.take_ahead(unix, stream, 0).unwrap().unwrap().len(),
+        3
+    );
+    drop(client);
+    server.join().unwrap();
+}
+
+#[test]
+fn quiet_reads_the_reply_it_expects_and_not_a_hang_up() {
+    let (client, server) = embedded_client(|s| serve_any(&s, 1));
+    assert!(client.send_ahead(libc::AF_UNIX, libc::SOCK_STREAM, 0, 2));
+    server.join().unwrap();
+    // The reply arrived, then the server hung up.
+    assert!(!client.connection_quiet());
+    assert!(!client.awaiting_ahead());
+    assert_eq!(
+        client
+            .take_ahead(libc::AF_UNIX, libc::SOCK_STREAM, 0)
+            .unwrap()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_loss_found_by_the_batch_ahead_is_handled_by_the_next_request() {
+    // The server reads the batch request and hangs up without answering.
+    let (client, server) = embedded_client(|s| {
+        let _ = wire::recv(&s);
+    });
+    assert!(client.send_ahead(libc::AF_UNIX, libc::SOCK_STREAM, 0, 4));
+    server.join().unwrap();
+    assert!(client
+        .take_ahead(libc::AF_UNIX, libc::SOCK_STREAM, 0)
+        .is_none());
+    assert_eq!(
+        stream_socket(&client),
+        Err(CallError::Errno(libc::ENOTCONN))
+    );
+    assert!(!client.connection_quiet());
+}

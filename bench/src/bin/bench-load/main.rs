@@ -6,7 +6,8 @@
 //! reaches end of file, so that the harness can stop them through any wrapper (`rumphijack`,
 //! `strace`, …) by closing a pipe.
 //!
-//! Usage: `bench-load COMMAND [--ms MS] [--ops N] [--port P] [--host ADDR] [--wait-stdin]`
+//! Usage: `bench-load COMMAND [--ms MS] [--ops N] [--port P] [--host ADDR] [--wait-stdin]
+//! [--seccomp-floor]`
 //!
 //! | command | one operation |
 //! |---|---|
@@ -17,8 +18,12 @@
 //! | `http-client` | connect, `GET / HTTP/1.0`, read the whole response, close |
 //! | `udp-sendto` | one 64-byte `sendto` to `--port` with the address given |
 //! | `accept-sink`, `tcp-sink`, `http-server`, `udp-sink` | servers for the above |
+//!
+//! `--seccomp-floor` runs the command under a minimal seccomp supervisor of this program's
+//! own (see the `floor` module): the cost of the kernel interface alone.
 
 mod clients;
+mod floor;
 mod servers;
 mod sys;
 mod timing;
@@ -40,6 +45,8 @@ pub struct Options {
     pub host: Ipv4Addr,
     /// Wait for a line on standard input before starting (lets a wrapper finish its set-up).
     pub wait_stdin: bool,
+    /// Run under the minimal seccomp supervisor ([`floor`]).
+    pub seccomp_floor: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -49,11 +56,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
         port: 0,
         host: Ipv4Addr::LOCALHOST,
         wait_stdin: false,
+        seccomp_floor: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "--wait-stdin" {
             opts.wait_stdin = true;
+            continue;
+        }
+        if flag == "--seccomp-floor" {
+            opts.seccomp_floor = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -83,21 +95,15 @@ fn main() -> ExitCode {
         }
     };
 
-    let result = match command.as_str() {
-        "socket-close" => clients::socket_close(&opts),
-        "getppid" => clients::getppid(&opts),
-        "connect-close" => clients::connect_close(&opts),
-        "tcp-send" => clients::tcp_send(&opts),
-        "http-client" => clients::http_client(&opts),
-        "udp-sendto" => clients::udp_sendto(&opts),
-        "accept-sink" => servers::accept_sink(&opts),
-        "tcp-sink" => servers::tcp_sink(&opts),
-        "http-server" => servers::http_server(&opts),
-        "udp-sink" => servers::udp_sink(&opts),
-        other => {
-            eprintln!("bench-load: unknown command {other}");
-            return ExitCode::from(2);
-        }
+    if !COMMANDS.contains(&command.as_str()) {
+        eprintln!("bench-load: unknown command {command}");
+        return ExitCode::from(2);
+    }
+
+    let result = if opts.seccomp_floor {
+        floor::run(|| run_command(command, &opts))
+    } else {
+        run_command(command, &opts)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,5 +111,35 @@ fn main() -> ExitCode {
             eprintln!("bench-load {command}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every command [`run_command`] knows.
+const COMMANDS: [&str; 10] = [
+    "socket-close",
+    "getppid",
+    "connect-close",
+    "tcp-send",
+    "http-client",
+    "udp-sendto",
+    "accept-sink",
+    "tcp-sink",
+    "http-server",
+    "udp-sink",
+];
+
+fn run_command(command: &str, opts: &Options) -> std::io::Result<()> {
+    match command {
+        "socket-close" => clients::socket_close(opts),
+        "getppid" => clients::getppid(opts),
+        "connect-close" => clients::connect_close(opts),
+        "tcp-send" => clients::tcp_send(opts),
+        "http-client" => clients::http_client(opts),
+        "udp-sendto" => clients::udp_sendto(opts),
+        "accept-sink" => servers::accept_sink(opts),
+        "tcp-sink" => servers::tcp_sink(opts),
+        "http-server" => servers::http_server(opts),
+        "udp-sink" => servers::udp_sink(opts),
+        other => unreachable!("{other} is not in COMMANDS"),
     }
 }
