@@ -9,12 +9,14 @@
 //! * `dup2-race PORT N` — one thread `connect`s descriptor D to `127.0.0.1:PORT` N times while
 //!   another keeps replacing D (`dup2`) by a TCP, a UDP and an `AF_UNIX` socket. The policy
 //!   denies TCP to PORT only; a supervisor that decided on one socket and acted on another
-//!   would let a TCP connection arrive there.
+//!   would let a TCP connection arrive there. The connecting thread goes on past N until the
+//!   other has made [`MIN_SWAPS`] rounds, so that a loaded machine, which may run all N
+//!   connects while the swapping thread waits for a CPU, cannot make the race vacuous.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -183,6 +185,10 @@ pub fn exec_race(args: &[String]) -> Result<()> {
     Err(format!("re-exec: {err}"))
 }
 
+/// Rounds of replacement `dup2-race` waits for, whatever N: each round puts a fresh TCP
+/// socket at D once.
+const MIN_SWAPS: u64 = 64;
+
 pub fn dup2_race(args: &[String]) -> Result<()> {
     let port: u16 = number(args.first(), "PORT")?;
     let n: u64 = number(args.get(1), "N")?;
@@ -200,12 +206,13 @@ pub fn dup2_race(args: &[String]) -> Result<()> {
     let unix = new(libc::AF_UNIX, libc::SOCK_STREAM)?;
     let d = target.as_raw_fd();
     let stop = AtomicBool::new(false);
+    let swaps = AtomicU64::new(0);
     let addr = loopback(port);
     let mut tally: BTreeMap<String, u64> = BTreeMap::new();
+    let mut made = 0u64;
 
-    let swaps = thread::scope(|s| {
-        let swapper = s.spawn(|| {
-            let mut swaps = 0u64;
+    thread::scope(|s| {
+        s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(tcp) = new(libc::AF_INET, libc::SOCK_STREAM) {
                     // SAFETY: dup2 onto D, which this program owns for the whole run.
@@ -217,11 +224,10 @@ pub fn dup2_race(args: &[String]) -> Result<()> {
                     unsafe { libc::dup2(other.as_raw_fd(), d) };
                     thread::yield_now();
                 }
-                swaps += 1;
+                swaps.fetch_add(1, Ordering::Relaxed);
             }
-            swaps
         });
-        for _ in 0..n {
+        while made < n || swaps.load(Ordering::Relaxed) < MIN_SWAPS {
             // SAFETY: `addr` is a live sockaddr_in; D stays a valid descriptor throughout.
             let r = unsafe { libc::connect(d, (&raw const addr).cast(), SOCKADDR_IN_LEN) };
             let key = if r == 0 {
@@ -230,11 +236,15 @@ pub fn dup2_race(args: &[String]) -> Result<()> {
                 errno_name(Errno::last())
             };
             *tally.entry(key).or_default() += 1;
+            made += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        swapper.join().unwrap_or(0)
     });
+    let swaps = swaps.into_inner();
     let list: Vec<String> = tally.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-    println!("dup2-race n={n} swaps={swaps} results={}", list.join(","));
+    println!(
+        "dup2-race n={made} swaps={swaps} results={}",
+        list.join(",")
+    );
     Ok(())
 }
