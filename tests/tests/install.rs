@@ -293,6 +293,29 @@ fn installed_man_pages_render_without_warnings_and_match_the_help() {
     }
 }
 
+/// The candidates a shell offered for `line`, from the lines `[LINE] CANDIDATE...` its script
+/// printed; panics when the script printed none for `line`.
+fn offered<'a>(out: &'a Finished, line: &str) -> Vec<&'a str> {
+    let tag = format!("[{line}]");
+    let found = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(tag.as_str()))
+        .unwrap_or_else(|| panic!("no completion of {line:?}\n{out}"));
+    found.split_whitespace().collect()
+}
+
+/// Asserts that completing `line` offered every one of `expected`.
+fn assert_offers(out: &Finished, line: &str, expected: &[&str]) {
+    let candidates = offered(out, line);
+    for word in expected {
+        assert!(
+            candidates.contains(word),
+            "completing {line:?} offers {word}: {candidates:?}\n{out}"
+        );
+    }
+}
+
 #[test]
 fn installed_bash_completion_loads_from_its_standard_directory() {
     let test = "installed_bash_completion_loads_from_its_standard_directory";
@@ -303,21 +326,35 @@ fn installed_bash_completion_loads_from_its_standard_directory() {
     let installation = Installation::new(test);
 
     // bash-completion finds completions on demand in DIR/bash-completion/completions for
-    // each DIR of XDG_DATA_DIRS: here, only the staged PREFIX/share.
+    // each DIR of XDG_DATA_DIRS: here, only the staged PREFIX/share. Its default completion
+    // (`complete -D`) loads a command's file the first time the command is completed; the
+    // script does what bash would then do: call the function `complete -p` names, with
+    // COMP_WORDS and COMP_CWORD set for the line as typed.
     let script = format!(
         r#"source {loader}
-__load_completion rumphijack || exit 10
-complete -p rumphijack
-COMP_WORDS=(rumphijack d); COMP_CWORD=1
-_rumphijack rumphijack d rumphijack
-echo "subcommands: ${{COMPREPLY[*]}}"
-COMP_WORDS=(rumphijack run --pre); COMP_CWORD=2
-_rumphijack rumphijack --pre run
-echo "options: ${{COMPREPLY[*]}}"
-__load_completion rump_server || exit 11
-COMP_WORDS=(rump_server --iso); COMP_CWORD=1
-_rump_server rump_server --iso rump_server
-echo "server options: ${{COMPREPLY[*]}}""#
+complete -p -D
+complete -p rumphijack 2>/dev/null && exit 10
+_completion_loader rumphijack
+_completion_loader rump_server
+complete -p rumphijack rump_server
+shopt -s extdebug
+declare -F _rumphijack
+shopt -u extdebug
+complete_line() {{
+    local spec function
+    COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+    COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}
+    spec=$(complete -p "$1") || return
+    function=${{spec#*-F }}; function=${{function%% *}}
+    COMPREPLY=()
+    "$function" "$1" "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+    echo "[$COMP_LINE] ${{COMPREPLY[*]}}"
+}}
+complete_line rumphijack ''
+complete_line rumphijack d
+complete_line rumphijack run --pre
+complete_line rumphijack policy ''
+complete_line rump_server --iso"#
     );
     let mut bash = Command::new("bash");
     bash.args(["--norc", "--noprofile", "-c", &script])
@@ -329,10 +366,26 @@ echo "server options: ${{COMPREPLY[*]}}""#
     let out = run(bash, TIMEOUT);
     out.assert_success("loading the installed completions with bash-completion");
     assert!(
-        out.stdout.contains("-F _rumphijack rumphijack"),
-        "complete -p names the function\n{out}"
+        out.stdout.contains("-F _completion_loader -D"),
+        "bash-completion's loader is the default completion\n{out}"
     );
-    assert!(out.stdout.contains("subcommands: doctor\n"), "{out}");
-    assert!(out.stdout.contains("options: --preload\n"), "{out}");
-    assert!(out.stdout.contains("server options: --isolated\n"), "{out}");
+    for program in ["rumphijack", "rump_server"] {
+        let spec = format!("-F _{program} {program}\n");
+        assert!(out.stdout.contains(&spec), "complete -p: {spec}{out}");
+    }
+    let source = installation.path("share/bash-completion/completions/rumphijack");
+    assert!(
+        out.stdout.contains(&format!(" {}\n", source.display())),
+        "_rumphijack comes from the staged file\n{out}"
+    );
+
+    assert_offers(&out, "rumphijack ", &["run", "policy", "doctor", "--help"]);
+    assert_eq!(offered(&out, "rumphijack d"), ["doctor"], "{out}");
+    assert_eq!(
+        offered(&out, "rumphijack run --pre"),
+        ["--preload"],
+        "{out}"
+    );
+    assert_offers(&out, "rumphijack policy ", &["check", "explain"]);
+    assert_eq!(offered(&out, "rump_server --iso"), ["--isolated"], "{out}");
 }
