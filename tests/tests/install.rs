@@ -1,7 +1,8 @@
 //! `make install` into a staging directory, then the installed files used as a user would:
 //! the binaries run (and `rumphijack run --preload` finds the installed library by itself),
-//! `man` renders every page without a warning, bash-completion loads the completion from
-//! its standard directory, and `make uninstall` removes everything again.
+//! `man` renders every page without a warning, bash-completion, zsh's compinit and fish load
+//! the completions from their standard directories and complete real command lines with
+//! them, and `make uninstall` removes everything again.
 //!
 //! The test installs the build under test (`BUILD_DIR`) and never runs cargo (`CARGO=false`):
 //! `make install` builds only what is missing, and the test suite has built everything.
@@ -293,25 +294,24 @@ fn installed_man_pages_render_without_warnings_and_match_the_help() {
     }
 }
 
-/// The candidates a shell offered for `line`, from the lines `[LINE] CANDIDATE...` its script
-/// printed; panics when the script printed none for `line`.
-fn offered<'a>(out: &'a Finished, line: &str) -> Vec<&'a str> {
+/// The candidates a shell offered for `line`, from the lines `[LINE] CANDIDATE...` of
+/// `listing`; panics when it has none for `line`.
+fn offered<'a>(listing: &'a str, line: &str) -> Vec<&'a str> {
     let tag = format!("[{line}]");
-    let found = out
-        .stdout
+    let found = listing
         .lines()
         .find_map(|l| l.strip_prefix(tag.as_str()))
-        .unwrap_or_else(|| panic!("no completion of {line:?}\n{out}"));
+        .unwrap_or_else(|| panic!("no completion of {line:?}\n{listing}"));
     found.split_whitespace().collect()
 }
 
 /// Asserts that completing `line` offered every one of `expected`.
-fn assert_offers(out: &Finished, line: &str, expected: &[&str]) {
-    let candidates = offered(out, line);
+fn assert_offers(listing: &str, line: &str, expected: &[&str]) {
+    let candidates = offered(listing, line);
     for word in expected {
         assert!(
             candidates.contains(word),
-            "completing {line:?} offers {word}: {candidates:?}\n{out}"
+            "completing {line:?} offers {word}: {candidates:?}\n{listing}"
         );
     }
 }
@@ -379,13 +379,149 @@ complete_line rump_server --iso"#
         "_rumphijack comes from the staged file\n{out}"
     );
 
-    assert_offers(&out, "rumphijack ", &["run", "policy", "doctor", "--help"]);
-    assert_eq!(offered(&out, "rumphijack d"), ["doctor"], "{out}");
+    assert_offers(
+        &out.stdout,
+        "rumphijack ",
+        &["run", "policy", "doctor", "--help"],
+    );
+    assert_eq!(offered(&out.stdout, "rumphijack d"), ["doctor"], "{out}");
     assert_eq!(
-        offered(&out, "rumphijack run --pre"),
+        offered(&out.stdout, "rumphijack run --pre"),
         ["--preload"],
         "{out}"
     );
-    assert_offers(&out, "rumphijack policy ", &["check", "explain"]);
-    assert_eq!(offered(&out, "rump_server --iso"), ["--isolated"], "{out}");
+    assert_offers(&out.stdout, "rumphijack policy ", &["check", "explain"]);
+    assert_eq!(
+        offered(&out.stdout, "rump_server --iso"),
+        ["--isolated"],
+        "{out}"
+    );
+}
+
+/// Sourced by an interactive `zsh -f` on a pseudo-terminal: compinit with the staged
+/// site-functions first in `fpath`, and Ctrl-T bound to a widget that completes the line as
+/// Tab would, appends `[LINE] CANDIDATE...` to $OFFERED, and shows `completion N done`.
+/// `compadd -O` only computes the matches, so the wrapper sees exactly what zsh offers.
+const ZSH_COMPLETION_SETUP: &str = r#"bindkey -e
+PS1='%% '
+unsetopt auto_list
+fpath=($SITE_FUNCTIONS $fpath)
+autoload -Uz compinit && compinit -u -D
+typeset -ga _offered
+compadd() {
+    if (( ${@[(I)-[OAD]*]} )); then builtin compadd "$@"; return; fi
+    local -a matches
+    builtin compadd -O matches "$@"
+    _offered+=($matches)
+    builtin compadd "$@"
+}
+_complete_and_record() {
+    local line=$BUFFER
+    _offered=()
+    zle complete-word
+    print -r -- "[$line] $_offered" >> $OFFERED
+    zle -M "completion $((++_completions)) done"
+}
+zle -N _complete_and_record
+bindkey '^T' _complete_and_record
+print "setup $((6 * 7)) done"
+"#;
+
+/// `zsh -f -c DRIVER zsh SETUP LINE...`: types each LINE into an interactive zsh under zpty
+/// and has it completed, waiting for the widget's message before the next one. The markers
+/// are computed by the inner shell so that the echo of what was typed never matches them.
+const ZSH_COMPLETION_DRIVER: &str = r#"zmodload zsh/zpty || exit 20
+zpty shell zsh -f -i || exit 21
+zpty -w shell "source ${(q)1}"
+zpty -r -m shell _ '*setup 42 done*' || exit 22
+shift
+n=0
+for line; do
+    zpty -w -n shell "$line"$'\C-t'
+    zpty -r -m shell _ "*completion $((++n)) done*" || exit 23
+    zpty -w -n shell $'\C-u'
+done
+zpty -d shell
+"#;
+
+#[test]
+fn installed_zsh_completion_is_registered_by_compinit_and_completes() {
+    let test = "installed_zsh_completion_is_registered_by_compinit_and_completes";
+    if !(prerequisites(test) && require_program(test, "zsh")) {
+        return;
+    }
+    let installation = Installation::new(test);
+    let site_functions = installation.path("share/zsh/site-functions");
+
+    for program in ["rumphijack", "rump_server"] {
+        let file = site_functions.join(format!("_{program}"));
+        let mut parse = Command::new("zsh");
+        parse.arg("-n").arg(&file);
+        let out = run(parse, TIMEOUT);
+        out.assert_success("zsh -n");
+        assert_eq!(out.stderr, "", "{}\n{out}", file.display());
+    }
+
+    // compinit reads the `#compdef` line of every file in fpath and maps each command to
+    // its function in $_comps; the function itself is autoloaded from the staged file.
+    let script = r#"fpath=($1 $fpath)
+autoload -Uz compinit && compinit -u -D
+for program in rumphijack rump_server; do
+    autoload +X _$program
+    print -r -- "$program: $_comps[$program] from $functions_source[_$program]"
+done"#;
+    let mut zsh = Command::new("zsh");
+    zsh.args(["-f", "-c", script, "zsh"]).arg(&site_functions);
+    let out = run(zsh, TIMEOUT);
+    out.assert_success("compinit with the staged site-functions");
+    let dir = site_functions.display();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "rumphijack: _rumphijack from {dir}/_rumphijack\n\
+             rump_server: _rump_server from {dir}/_rump_server\n"
+        ),
+        "{out}"
+    );
+
+    // Completion itself, in the line editor. PATH has the installed programs, so the
+    // program rumphijack runs completes as a command name.
+    let setup = installation
+        .dir
+        .write("completion-setup.zsh", ZSH_COMPLETION_SETUP);
+    let record = installation.dir.join("offered");
+    let lines = [
+        "rumphijack ",
+        "rumphijack run --pre",
+        "rumphijack run rump_se",
+        "rumphijack policy ",
+        "rump_server --",
+    ];
+    let mut zsh = Command::new("zsh");
+    zsh.args(["-f", "-c", ZSH_COMPLETION_DRIVER, "zsh"])
+        .arg(&setup)
+        .args(lines)
+        .env("SITE_FUNCTIONS", &site_functions)
+        .env("OFFERED", &record)
+        .env("PATH", path_with(&installation.path("bin")));
+    let out = run(zsh, TIMEOUT);
+    out.assert_success("completing in an interactive zsh");
+    let listing = fs::read_to_string(&record).expect("the completions zsh offered");
+
+    assert_offers(&listing, "rumphijack ", &["run", "policy", "doctor"]);
+    assert_eq!(offered(&listing, "rumphijack run --pre"), ["--preload"]);
+    assert_offers(&listing, "rumphijack run rump_se", &["rump_server"]);
+    assert_offers(&listing, "rumphijack policy ", &["check", "explain"]);
+    assert_offers(
+        &listing,
+        "rump_server --",
+        &["--isolated", "--netns", "--detach", "--pidfile"],
+    );
+}
+
+/// `dir` followed by the test's own PATH.
+fn path_with(dir: &Path) -> std::ffi::OsString {
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&inherited));
+    std::env::join_paths(dirs).expect("PATH")
 }
