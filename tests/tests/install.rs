@@ -525,3 +525,66 @@ fn path_with(dir: &Path) -> std::ffi::OsString {
     let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&inherited));
     std::env::join_paths(dirs).expect("PATH")
 }
+
+#[test]
+fn installed_fish_completion_loads_from_its_vendor_directory() {
+    let test = "installed_fish_completion_loads_from_its_vendor_directory";
+    if !(prerequisites(test) && require_program(test, "fish")) {
+        return;
+    }
+    let installation = Installation::new(test);
+    let vendor = installation.path("share/fish/vendor_completions.d");
+
+    for program in ["rumphijack", "rump_server"] {
+        let file = vendor.join(format!("{program}.fish"));
+        let mut parse = Command::new("fish");
+        parse.arg("--no-execute").arg(&file);
+        let out = run(parse, TIMEOUT);
+        out.assert_success("fish --no-execute");
+        assert_eq!(out.stderr, "", "{}\n{out}", file.display());
+    }
+
+    // fish searches DIR/fish/vendor_completions.d for each DIR of XDG_DATA_DIRS and loads
+    // COMMAND.fish the first time a command found in PATH is completed. The user's own
+    // configuration and data directories are empty ones of the test.
+    let script = r#"for line in $argv
+    echo "[$line]" (complete -C $line | string replace -r '\t.*' '')
+end
+echo "source:" (functions --details __fish_rumphijack_needs_command)"#;
+    let home = installation.dir.join("home");
+    let mut fish = Command::new("fish");
+    fish.args(["-c", script])
+        .args([
+            "rumphijack ",
+            "rumphijack run --pre",
+            "rumphijack policy ",
+            "rump_server --",
+        ])
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_DATA_DIRS", installation.path("share"))
+        .env("PATH", path_with(&installation.path("bin")));
+    let out = run(fish, TIMEOUT);
+    out.assert_success("completing with fish");
+    let source = vendor.join("rumphijack.fish");
+    assert!(
+        out.stdout
+            .contains(&format!("source: {}\n", source.display())),
+        "the completion comes from the staged file\n{out}"
+    );
+
+    assert_offers(&out.stdout, "rumphijack ", &["run", "policy", "doctor"]);
+    assert_eq!(
+        offered(&out.stdout, "rumphijack run --pre"),
+        ["--preload"],
+        "{out}"
+    );
+    assert_offers(&out.stdout, "rumphijack policy ", &["check", "explain"]);
+    assert_offers(
+        &out.stdout,
+        "rump_server --",
+        &["--isolated", "--netns", "--detach", "--pidfile"],
+    );
+}
