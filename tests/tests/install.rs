@@ -1,7 +1,8 @@
 //! `make install` into a staging directory, then the installed files used as a user would:
 //! the binaries run (and `rumphijack run --preload` finds the installed library by itself),
-//! `man` renders every page without a warning, bash-completion loads the completion from
-//! its standard directory, and `make uninstall` removes everything again.
+//! `man` renders every page without a warning, bash-completion, zsh's compinit and fish load
+//! the completions from their standard directories and complete real command lines with
+//! them, and `make uninstall` removes everything again.
 //!
 //! The test installs the build under test (`BUILD_DIR`) and never runs cargo (`CARGO=false`):
 //! `make install` builds only what is missing, and the test suite has built everything.
@@ -293,6 +294,28 @@ fn installed_man_pages_render_without_warnings_and_match_the_help() {
     }
 }
 
+/// The candidates a shell offered for `line`, from the lines `[LINE] CANDIDATE...` of
+/// `listing`; panics when it has none for `line`.
+fn offered<'a>(listing: &'a str, line: &str) -> Vec<&'a str> {
+    let tag = format!("[{line}]");
+    let found = listing
+        .lines()
+        .find_map(|l| l.strip_prefix(tag.as_str()))
+        .unwrap_or_else(|| panic!("no completion of {line:?}\n{listing}"));
+    found.split_whitespace().collect()
+}
+
+/// Asserts that completing `line` offered every one of `expected`.
+fn assert_offers(listing: &str, line: &str, expected: &[&str]) {
+    let candidates = offered(listing, line);
+    for word in expected {
+        assert!(
+            candidates.contains(word),
+            "completing {line:?} offers {word}: {candidates:?}\n{listing}"
+        );
+    }
+}
+
 #[test]
 fn installed_bash_completion_loads_from_its_standard_directory() {
     let test = "installed_bash_completion_loads_from_its_standard_directory";
@@ -303,21 +326,35 @@ fn installed_bash_completion_loads_from_its_standard_directory() {
     let installation = Installation::new(test);
 
     // bash-completion finds completions on demand in DIR/bash-completion/completions for
-    // each DIR of XDG_DATA_DIRS: here, only the staged PREFIX/share.
+    // each DIR of XDG_DATA_DIRS: here, only the staged PREFIX/share. Its default completion
+    // (`complete -D`) loads a command's file the first time the command is completed; the
+    // script does what bash would then do: call the function `complete -p` names, with
+    // COMP_WORDS and COMP_CWORD set for the line as typed.
     let script = format!(
         r#"source {loader}
-__load_completion rumphijack || exit 10
-complete -p rumphijack
-COMP_WORDS=(rumphijack d); COMP_CWORD=1
-_rumphijack rumphijack d rumphijack
-echo "subcommands: ${{COMPREPLY[*]}}"
-COMP_WORDS=(rumphijack run --pre); COMP_CWORD=2
-_rumphijack rumphijack --pre run
-echo "options: ${{COMPREPLY[*]}}"
-__load_completion rump_server || exit 11
-COMP_WORDS=(rump_server --iso); COMP_CWORD=1
-_rump_server rump_server --iso rump_server
-echo "server options: ${{COMPREPLY[*]}}""#
+complete -p -D
+complete -p rumphijack 2>/dev/null && exit 10
+_completion_loader rumphijack
+_completion_loader rump_server
+complete -p rumphijack rump_server
+shopt -s extdebug
+declare -F _rumphijack
+shopt -u extdebug
+complete_line() {{
+    local spec function
+    COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+    COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}
+    spec=$(complete -p "$1") || return
+    function=${{spec#*-F }}; function=${{function%% *}}
+    COMPREPLY=()
+    "$function" "$1" "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+    echo "[$COMP_LINE] ${{COMPREPLY[*]}}"
+}}
+complete_line rumphijack ''
+complete_line rumphijack d
+complete_line rumphijack run --pre
+complete_line rumphijack policy ''
+complete_line rump_server --iso"#
     );
     let mut bash = Command::new("bash");
     bash.args(["--norc", "--noprofile", "-c", &script])
@@ -329,10 +366,225 @@ echo "server options: ${{COMPREPLY[*]}}""#
     let out = run(bash, TIMEOUT);
     out.assert_success("loading the installed completions with bash-completion");
     assert!(
-        out.stdout.contains("-F _rumphijack rumphijack"),
-        "complete -p names the function\n{out}"
+        out.stdout.contains("-F _completion_loader -D"),
+        "bash-completion's loader is the default completion\n{out}"
     );
-    assert!(out.stdout.contains("subcommands: doctor\n"), "{out}");
-    assert!(out.stdout.contains("options: --preload\n"), "{out}");
-    assert!(out.stdout.contains("server options: --isolated\n"), "{out}");
+    for program in ["rumphijack", "rump_server"] {
+        let spec = format!("-F _{program} {program}\n");
+        assert!(out.stdout.contains(&spec), "complete -p: {spec}{out}");
+    }
+    let source = installation.path("share/bash-completion/completions/rumphijack");
+    assert!(
+        out.stdout.contains(&format!(" {}\n", source.display())),
+        "_rumphijack comes from the staged file\n{out}"
+    );
+
+    assert_offers(
+        &out.stdout,
+        "rumphijack ",
+        &["run", "policy", "doctor", "--help"],
+    );
+    assert_eq!(offered(&out.stdout, "rumphijack d"), ["doctor"], "{out}");
+    assert_eq!(
+        offered(&out.stdout, "rumphijack run --pre"),
+        ["--preload"],
+        "{out}"
+    );
+    assert_offers(&out.stdout, "rumphijack policy ", &["check", "explain"]);
+    assert_eq!(
+        offered(&out.stdout, "rump_server --iso"),
+        ["--isolated"],
+        "{out}"
+    );
+}
+
+/// Sourced by an interactive `zsh -f` on a pseudo-terminal: compinit with the staged
+/// site-functions first in `fpath`, and Ctrl-T bound to a widget that completes the line as
+/// Tab would, appends `[LINE] CANDIDATE...` to $OFFERED, and shows `completion N done`.
+/// `compadd -O` only computes the matches, so the wrapper sees exactly what zsh offers.
+const ZSH_COMPLETION_SETUP: &str = r#"bindkey -e
+PS1='%% '
+unsetopt auto_list
+fpath=($SITE_FUNCTIONS $fpath)
+autoload -Uz compinit && compinit -u -D
+typeset -ga _offered
+compadd() {
+    if (( ${@[(I)-[OAD]*]} )); then builtin compadd "$@"; return; fi
+    local -a matches
+    builtin compadd -O matches "$@"
+    _offered+=($matches)
+    builtin compadd "$@"
+}
+_complete_and_record() {
+    local line=$BUFFER
+    _offered=()
+    zle complete-word
+    print -r -- "[$line] $_offered" >> $OFFERED
+    zle -M "completion $((++_completions)) done"
+}
+zle -N _complete_and_record
+bindkey '^T' _complete_and_record
+print "setup $((6 * 7)) done"
+"#;
+
+/// `zsh -f -c DRIVER zsh SETUP LINE...`: types each LINE into an interactive zsh under zpty
+/// and has it completed, waiting for the widget's message before the next one. The markers
+/// are computed by the inner shell so that the echo of what was typed never matches them.
+const ZSH_COMPLETION_DRIVER: &str = r#"zmodload zsh/zpty || exit 20
+zpty shell zsh -f -i || exit 21
+zpty -w shell "source ${(q)1}"
+zpty -r -m shell _ '*setup 42 done*' || exit 22
+shift
+n=0
+for line; do
+    zpty -w -n shell "$line"$'\C-t'
+    zpty -r -m shell _ "*completion $((++n)) done*" || exit 23
+    zpty -w -n shell $'\C-u'
+done
+zpty -d shell
+"#;
+
+#[test]
+fn installed_zsh_completion_is_registered_by_compinit_and_completes() {
+    let test = "installed_zsh_completion_is_registered_by_compinit_and_completes";
+    if !(prerequisites(test) && require_program(test, "zsh")) {
+        return;
+    }
+    let installation = Installation::new(test);
+    let site_functions = installation.path("share/zsh/site-functions");
+
+    for program in ["rumphijack", "rump_server"] {
+        let file = site_functions.join(format!("_{program}"));
+        let mut parse = Command::new("zsh");
+        parse.arg("-n").arg(&file);
+        let out = run(parse, TIMEOUT);
+        out.assert_success("zsh -n");
+        assert_eq!(out.stderr, "", "{}\n{out}", file.display());
+    }
+
+    // compinit reads the `#compdef` line of every file in fpath and maps each command to
+    // its function in $_comps; the function itself is autoloaded from the staged file.
+    let script = r#"fpath=($1 $fpath)
+autoload -Uz compinit && compinit -u -D
+for program in rumphijack rump_server; do
+    autoload +X _$program
+    print -r -- "$program: $_comps[$program] from $functions_source[_$program]"
+done"#;
+    let mut zsh = Command::new("zsh");
+    zsh.args(["-f", "-c", script, "zsh"]).arg(&site_functions);
+    let out = run(zsh, TIMEOUT);
+    out.assert_success("compinit with the staged site-functions");
+    let dir = site_functions.display();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "rumphijack: _rumphijack from {dir}/_rumphijack\n\
+             rump_server: _rump_server from {dir}/_rump_server\n"
+        ),
+        "{out}"
+    );
+
+    // Completion itself, in the line editor. PATH has the installed programs, so the
+    // program rumphijack runs completes as a command name.
+    let setup = installation
+        .dir
+        .write("completion-setup.zsh", ZSH_COMPLETION_SETUP);
+    let record = installation.dir.join("offered");
+    let lines = [
+        "rumphijack ",
+        "rumphijack run --pre",
+        "rumphijack run rump_se",
+        "rumphijack policy ",
+        "rump_server --",
+    ];
+    let mut zsh = Command::new("zsh");
+    zsh.args(["-f", "-c", ZSH_COMPLETION_DRIVER, "zsh"])
+        .arg(&setup)
+        .args(lines)
+        .env("SITE_FUNCTIONS", &site_functions)
+        .env("OFFERED", &record)
+        .env("PATH", path_with(&installation.path("bin")));
+    let out = run(zsh, TIMEOUT);
+    out.assert_success("completing in an interactive zsh");
+    let listing = fs::read_to_string(&record).expect("the completions zsh offered");
+
+    assert_offers(&listing, "rumphijack ", &["run", "policy", "doctor"]);
+    assert_eq!(offered(&listing, "rumphijack run --pre"), ["--preload"]);
+    assert_offers(&listing, "rumphijack run rump_se", &["rump_server"]);
+    assert_offers(&listing, "rumphijack policy ", &["check", "explain"]);
+    assert_offers(
+        &listing,
+        "rump_server --",
+        &["--isolated", "--netns", "--detach", "--pidfile"],
+    );
+}
+
+/// `dir` followed by the test's own PATH.
+fn path_with(dir: &Path) -> std::ffi::OsString {
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&inherited));
+    std::env::join_paths(dirs).expect("PATH")
+}
+
+#[test]
+fn installed_fish_completion_loads_from_its_vendor_directory() {
+    let test = "installed_fish_completion_loads_from_its_vendor_directory";
+    if !(prerequisites(test) && require_program(test, "fish")) {
+        return;
+    }
+    let installation = Installation::new(test);
+    let vendor = installation.path("share/fish/vendor_completions.d");
+
+    for program in ["rumphijack", "rump_server"] {
+        let file = vendor.join(format!("{program}.fish"));
+        let mut parse = Command::new("fish");
+        parse.arg("--no-execute").arg(&file);
+        let out = run(parse, TIMEOUT);
+        out.assert_success("fish --no-execute");
+        assert_eq!(out.stderr, "", "{}\n{out}", file.display());
+    }
+
+    // fish searches DIR/fish/vendor_completions.d for each DIR of XDG_DATA_DIRS and loads
+    // COMMAND.fish the first time a command found in PATH is completed. The user's own
+    // configuration and data directories are empty ones of the test.
+    let script = r#"for line in $argv
+    echo "[$line]" (complete -C $line | string replace -r '\t.*' '')
+end
+echo "source:" (functions --details __fish_rumphijack_needs_command)"#;
+    let home = installation.dir.join("home");
+    let mut fish = Command::new("fish");
+    fish.args(["-c", script])
+        .args([
+            "rumphijack ",
+            "rumphijack run --pre",
+            "rumphijack policy ",
+            "rump_server --",
+        ])
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_DATA_DIRS", installation.path("share"))
+        .env("PATH", path_with(&installation.path("bin")));
+    let out = run(fish, TIMEOUT);
+    out.assert_success("completing with fish");
+    let source = vendor.join("rumphijack.fish");
+    assert!(
+        out.stdout
+            .contains(&format!("source: {}\n", source.display())),
+        "the completion comes from the staged file\n{out}"
+    );
+
+    assert_offers(&out.stdout, "rumphijack ", &["run", "policy", "doctor"]);
+    assert_eq!(
+        offered(&out.stdout, "rumphijack run --pre"),
+        ["--preload"],
+        "{out}"
+    );
+    assert_offers(&out.stdout, "rumphijack policy ", &["check", "explain"]);
+    assert_offers(
+        &out.stdout,
+        "rump_server --",
+        &["--isolated", "--netns", "--detach", "--pidfile"],
+    );
 }
