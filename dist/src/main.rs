@@ -13,6 +13,7 @@
 //! command line to generate it from. It is copied here so that every page reaches the
 //! installation by the same way. `make` runs this program; see the Makefile.
 
+mod completions;
 mod man;
 
 use std::fs;
@@ -91,10 +92,9 @@ fn generate(out: &Path) -> io::Result<()> {
         let dir = out.join("completions").join(dir);
         create_dir(&dir)?;
         for mut program in programs() {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut program.command, program.name, &mut script);
+            let script = completions::script(shell, &mut program.command, program.name)?;
             let path = dir.join(file_name.replace("{}", program.name));
-            write(&path, &String::from_utf8_lossy(&script))?;
+            write(&path, &script)?;
         }
     }
     Ok(())

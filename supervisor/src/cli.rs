@@ -89,8 +89,11 @@ missing), 1 when something it needs is missing.";
 
 const ENVIRONMENT: &str = "\
 Environment:
-  RUMP_SERVER  stack server URL, unix:///abs/path or unix://relative/path (as --server).
-               Without it and without --server, rumphijack run hosts the stack itself.
+  RUMP_SERVER  stack server URL, unix:///abs/path, unix://relative/path or tcp://ADDR:PORT
+               (as --server). Without it and without --server, rumphijack run hosts the
+               stack itself.
+  RUMPHIJACK_SECRET_FILE  for a tcp:// server, the file holding the shared secret (as
+                          --secret-file).
   RUMPHIJACK  the socket families to redirect, in NetBSD's syntax: socket=all:nolocal
               (the default: every family but AF_UNIX), socket=inet:inet6, socket=none:netlink.
               Unknown keys and families are errors.

@@ -341,23 +341,30 @@ shopt -s extdebug
 declare -F _rumphijack
 shopt -u extdebug
 complete_line() {{
-    local spec function
+    local spec function line=$1
+    COMP_LINE=$1; COMP_POINT=${{#COMP_LINE}}; shift
     COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
-    COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}
     spec=$(complete -p "$1") || return
     function=${{spec#*-F }}; function=${{function%% *}}
     COMPREPLY=()
     "$function" "$1" "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
-    echo "[$COMP_LINE] ${{COMPREPLY[*]}}"
+    echo "[$line] ${{COMPREPLY[*]}}"
 }}
-complete_line rumphijack ''
-complete_line rumphijack d
-complete_line rumphijack run --pre
-complete_line rumphijack policy ''
-complete_line rump_server --iso"#
+complete_line 'rumphijack ' rumphijack ''
+complete_line 'rumphijack d' rumphijack d
+complete_line 'rumphijack run --pre' rumphijack run --pre
+complete_line 'rumphijack policy ' rumphijack policy ''
+complete_line 'rump_server --iso' rump_server --iso
+complete_line 'rumphijack run --isolated rump_se' rumphijack run --isolated rump_se
+complete_line 'rumphijack run --server unix:///s rumphijack d' \
+    rumphijack run --server unix : ///s rumphijack d
+complete_line 'rumphijack run --policy=p.toml -- rump_server --iso' \
+    rumphijack run --policy = p.toml -- rump_server --iso
+complete_line 'rumphijack run rump_server --pre' rumphijack run rump_server --pre"#
     );
     let mut bash = Command::new("bash");
     bash.args(["--norc", "--noprofile", "-c", &script])
+        .env("PATH", path_with(&installation.path("bin")))
         .env("XDG_DATA_DIRS", installation.path("share"))
         .env(
             "BASH_COMPLETION_USER_DIR",
@@ -369,9 +376,16 @@ complete_line rump_server --iso"#
         out.stdout.contains("-F _completion_loader -D"),
         "bash-completion's loader is the default completion\n{out}"
     );
-    for program in ["rumphijack", "rump_server"] {
-        let spec = format!("-F _{program} {program}\n");
-        assert!(out.stdout.contains(&spec), "complete -p: {spec}{out}");
+    for (program, function) in [
+        ("rumphijack", "_rumphijack_with_program"),
+        ("rump_server", "_rump_server"),
+    ] {
+        let spec = format!("-F {function} ");
+        let registered = out
+            .stdout
+            .lines()
+            .any(|l| l.contains(&spec) && l.ends_with(&format!(" {program}")));
+        assert!(registered, "complete -p: {spec}{program}\n{out}");
     }
     let source = installation.path("share/bash-completion/completions/rumphijack");
     assert!(
@@ -395,6 +409,36 @@ complete_line rump_server --iso"#
         offered(&out.stdout, "rump_server --iso"),
         ["--isolated"],
         "{out}"
+    );
+    assert_program_line_completes(&out.stdout, "=");
+}
+
+/// Asserts that the program of `rumphijack run` and its arguments were completed as a command
+/// line of their own, from the lines `[LINE] CANDIDATE...` of `listing`. `policy_sep` is what
+/// stands between `--policy` and its value in the line completed after `--`.
+fn assert_program_line_completes(listing: &str, policy_sep: &str) {
+    // The program's word completes as a command name.
+    assert_offers(
+        listing,
+        "rumphijack run --isolated rump_se",
+        &["rump_server"],
+    );
+
+    // An option's value, even one split at ':' (bash), is not the program.
+    assert_eq!(
+        offered(listing, "rumphijack run --server unix:///s rumphijack d"),
+        ["doctor"],
+        "{listing}"
+    );
+
+    // After `--`, the program's own completion.
+    let line = format!("rumphijack run --policy{policy_sep}p.toml -- rump_server --iso");
+    assert_eq!(offered(listing, &line), ["--isolated"], "{listing}");
+
+    // run's own options stop at the program.
+    assert!(
+        offered(listing, "rumphijack run rump_server --pre").is_empty(),
+        "{listing}"
     );
 }
 
@@ -493,9 +537,12 @@ done"#;
     let lines = [
         "rumphijack ",
         "rumphijack run --pre",
-        "rumphijack run rump_se",
         "rumphijack policy ",
         "rump_server --",
+        "rumphijack run --isolated rump_se",
+        "rumphijack run --server unix:///s rumphijack d",
+        "rumphijack run --policy p.toml -- rump_server --iso",
+        "rumphijack run rump_server --pre",
     ];
     let mut zsh = Command::new("zsh");
     zsh.args(["-f", "-c", ZSH_COMPLETION_DRIVER, "zsh"])
@@ -510,13 +557,13 @@ done"#;
 
     assert_offers(&listing, "rumphijack ", &["run", "policy", "doctor"]);
     assert_eq!(offered(&listing, "rumphijack run --pre"), ["--preload"]);
-    assert_offers(&listing, "rumphijack run rump_se", &["rump_server"]);
     assert_offers(&listing, "rumphijack policy ", &["check", "explain"]);
     assert_offers(
         &listing,
         "rump_server --",
         &["--isolated", "--netns", "--detach", "--pidfile"],
     );
+    assert_program_line_completes(&listing, " ");
 }
 
 /// `dir` followed by the test's own PATH.
@@ -559,6 +606,10 @@ echo "source:" (functions --details __fish_rumphijack_needs_command)"#;
             "rumphijack run --pre",
             "rumphijack policy ",
             "rump_server --",
+            "rumphijack run --isolated rump_se",
+            "rumphijack run --server unix:///s rumphijack d",
+            "rumphijack run --policy p.toml -- rump_server --iso",
+            "rumphijack run rump_server --pre",
         ])
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join("config"))
@@ -587,4 +638,5 @@ echo "source:" (functions --details __fish_rumphijack_needs_command)"#;
         "rump_server --",
         &["--isolated", "--netns", "--detach", "--pidfile"],
     );
+    assert_program_line_completes(&out.stdout, " ");
 }
