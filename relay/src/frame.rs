@@ -307,7 +307,7 @@ impl Frame {
             kind::NAME => Frame::Name {
                 id,
                 req: r.u32()?,
-                peer: r.u8()? != 0,
+                peer: r.flag()?,
             },
             kind::GETOPT => Frame::GetOpt {
                 id,
@@ -402,6 +402,15 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.take(1)?[0])
+    }
+
+    /// A boolean byte: 0 or 1 and nothing else, so that a frame has one encoding only.
+    fn flag(&mut self) -> Result<bool, FrameError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.bad("flag byte neither 0 nor 1")),
+        }
     }
 
     fn u32(&mut self) -> Result<u32, FrameError> {
@@ -584,6 +593,24 @@ mod tests {
         assert!(Frame::decode(kind::CONNECT, 1, &[0; 4 + 129]).is_err());
         assert!(Frame::decode(kind::DATA_TO, 1, &[200]).is_err());
         assert!(Frame::decode(kind::SETOPT, 1, &[0; 12 + 257]).is_err());
+    }
+
+    /// Found by the `relay/fuzz` target: any non-zero byte decoded as `peer: true` and
+    /// re-encoded as 1, so one request had 255 encodings.
+    #[test]
+    fn name_frame_peer_byte_other_than_0_or_1_is_malformed() {
+        let mut payload = 7u32.to_le_bytes().to_vec();
+        for (byte, peer) in [(0, Some(false)), (1, Some(true)), (2, None), (0x20, None)] {
+            payload.truncate(4);
+            payload.push(byte);
+            let decoded = Frame::decode(kind::NAME, 3, &payload).ok();
+            let want = peer.map(|peer| Frame::Name {
+                id: 3,
+                req: 7,
+                peer,
+            });
+            assert_eq!(decoded, want, "peer byte {byte}");
+        }
     }
 
     proptest! {
