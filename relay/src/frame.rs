@@ -437,6 +437,36 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A frame's header: what follows it and how many payload bytes it announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u8,
+    pub id: u32,
+    pub len: usize,
+}
+
+impl Header {
+    /// Bytes in a header.
+    pub const LEN: usize = HEADER;
+
+    /// Reads a header, refusing a payload longer than [`MAX_PAYLOAD`] before anything is
+    /// allocated for it.
+    pub fn parse(bytes: &[u8; HEADER]) -> Result<Header, FrameError> {
+        let id = u32::from_le_bytes(bytes[1..5].try_into().expect("4"));
+        let len = u32::from_le_bytes(bytes[5..9].try_into().expect("4")) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(FrameError::Malformed(format!(
+                "payload of {len} bytes exceeds the limit of {MAX_PAYLOAD}"
+            )));
+        }
+        Ok(Header {
+            kind: bytes[0],
+            id,
+            len,
+        })
+    }
+}
+
 /// Reads one frame; `Ok(None)` at a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
     let mut header = [0u8; HEADER];
@@ -446,20 +476,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
         Err(e) => return Err(e.into()),
     }
     r.read_exact(&mut header[1..]).await?;
-    let id = u32::from_le_bytes(header[1..5].try_into().expect("4"));
-    let len = u32::from_le_bytes(header[5..9].try_into().expect("4")) as usize;
-    if len > MAX_PAYLOAD {
-        return Err(FrameError::Malformed(format!(
-            "payload of {len} bytes exceeds the limit of {MAX_PAYLOAD}"
-        )));
-    }
+    let Header { kind, id, len } = Header::parse(&header)?;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
-    if header[0] == kind::DATA {
+    if kind == kind::DATA {
         // The bulk of the traffic: the payload is the data, no copy needed.
         return Ok(Some(Frame::Data { id, data: payload }));
     }
-    Frame::decode(header[0], id, &payload).map(Some)
+    Frame::decode(kind, id, &payload).map(Some)
 }
 
 /// Writes the frames `rx` yields to `w` until either ends, batching the frames that are
