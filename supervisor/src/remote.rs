@@ -168,8 +168,10 @@ fn listen(call: Call<'_>, sock: &Relayed) {
 fn name(call: Call<'_>, sock: &Relayed, peer: bool) {
     let result = (|| {
         let (ptr, len_ptr) = (call.arg(1), call.arg(2));
-        let room = read_len(&call, len_ptr)?;
+        // The kernel asks the protocol first and reads the length after (getpeername(2) on
+        // a socket that has no peer is ENOTCONN whatever the pointers).
         let addr = sock.name(peer)?;
+        let room = read_len(&call, len_ptr)?;
         call.still_pending()?;
         write_result(&call, ptr, len_ptr, room, &addr).map(|()| 0)
     })();
