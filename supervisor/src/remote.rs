@@ -229,15 +229,25 @@ fn setsockopt(call: Call<'_>, sock: &Relayed, own: &OwnedFd) {
         {
             return Err(libc::ENOPROTOOPT);
         }
-        let len = call.arg(4) as u32 as usize;
-        if len > MAX_OPTION {
-            return Err(libc::EINVAL);
+        // The kernel reads only as much of the value as the option takes (an int option
+        // succeeds with optlen 1 << 30), so a long optlen is cut rather than refused, and
+        // the value is read only as far as it is readable.
+        let len = usize::try_from(call.int_arg(4)).map_err(|_| libc::EINVAL)?;
+        let wanted = len.min(MAX_OPTION);
+        let value = call.read_prefix(call.arg(3), wanted)?;
+        let cut = value.len() < wanted;
+        let set = (|| {
+            if is_local_option(level, name) {
+                relay::sys::setsockopt(own.as_fd(), level, name, &value)?;
+            }
+            sock.setsockopt(level, name, &value)
+        })();
+        match set {
+            // Too short for the option because the rest could not be read: where the
+            // kernel reads it, that is a fault.
+            Err(libc::EINVAL) if cut => Err(libc::EFAULT),
+            other => other.map(|()| 0),
         }
-        let value = call.read(call.arg(3), len)?;
-        if is_local_option(level, name) {
-            relay::sys::setsockopt(own.as_fd(), level, name, &value)?;
-        }
-        sock.setsockopt(level, name, &value).map(|()| 0)
     })();
     call.respond(result);
 }
