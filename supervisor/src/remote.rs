@@ -20,6 +20,11 @@
 //!   use `sendto`/`recvfrom`, or `connect` the socket.
 //! * Options are passed to the remote socket as bytes of at most 256; options that carry
 //!   pointers (socket filters) are refused with `ENOPROTOOPT`.
+//! * A datagram sent with `sendto` is checked here as udp_sendmsg would check it
+//!   ([`relay::udp`]), then relayed without an answer: what fails only on the server drops
+//!   the datagram instead of failing the call.
+//! * `recvfrom` and `accept` read the address length before they wait, where the kernel
+//!   reads it after receiving: a bad length fails at once and consumes nothing.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -282,12 +287,15 @@ fn sendto(call: Call<'_>, sock: &Relayed, own: OwnedFd) {
         });
     }
     let result = (|| {
-        let len = (call.arg(2) as usize).min(MAX_DATAGRAM);
-        let data = call.read(call.arg(1), len)?;
-        if call.arg(2) as usize > MAX_DATAGRAM {
+        // The kernel's order (__sys_sendto, then udp_sendmsg): the address, then the
+        // datagram's size, and only then the data.
+        let addr = call.read_sockaddr(call.arg(4), call.arg(5))?;
+        let len = call.arg(2) as usize;
+        sock.check_datagram(&addr, len)?;
+        if len > MAX_DATAGRAM {
             return Err(libc::EMSGSIZE);
         }
-        let addr = call.read_sockaddr(call.arg(4), call.arg(5))?;
+        let data = call.read(call.arg(1), len)?;
         call.still_pending()?;
         check(&call, sock, Operation::Send, &addr)?;
         sock.send_to(&addr, &data).map(|n| n as i64)
