@@ -4,7 +4,8 @@
 //! checks the arguments; the same script run natively in B gives the reference. Every call
 //! must fail (or succeed) with the errno the kernel gives a native socket, and afterwards the
 //! same program must still make relayed connections and move data: the supervisor and the
-//! server survived, and the supervisor's descriptors did not grow.
+//! server survived, and the supervisor's descriptors did not grow. One answer differs on
+//! purpose: the server refuses a client the options that reach past its socket (netfilter's).
 
 use rumphijack_tests::remote::{native_py, py_argv, Listen, Remote};
 use rumphijack_tests::{run, TIMEOUT};
@@ -241,6 +242,13 @@ def alive(host, port, tag):
     u.close()
     say("alive tcp=%s udp=%s" % (got == tag.encode(), back == tag.encode()))
 
+def netfilter():
+    # IPT_SO_SET_REPLACE: an IP option the protocol does not know goes to netfilter, which
+    # would replace the firewall of the host the socket lives on.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        blob = ctypes.create_string_buffer(256)
+        probe("setsockopt-netfilter-replace", "setsockopt", s.fileno(), 0, 64, addr(blob), 256)
+
 def main(host, port, count, supervisor):
     for i in range(count):
         rounds(host, port)
@@ -249,6 +257,8 @@ def main(host, port, count, supervisor):
             # The supervisor drops a closed socket's relay end asynchronously: let it.
             time.sleep(0.5)
             say("fds round=%d supervisor=%s" % (i, fds(os.getppid())))
+    if supervisor:
+        netfilter()
     alive(host, port, "still-here")
 
 main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "supervised")
@@ -342,6 +352,12 @@ fn absurd_arguments_on_relayed_sockets_fail_as_natively_and_lose_nothing() {
     assert!(
         relayed.stdout.contains("alive tcp=True udp=True"),
         "after the probes, a relayed connection and a datagram still work\n{relayed}"
+    );
+    assert!(
+        relayed
+            .stdout
+            .contains("setsockopt-netfilter-replace ENOPROTOOPT"),
+        "the server hands firewall options to no client\n{relayed}"
     );
     assert!(remote.server.is_running(), "{}", remote.server.log());
     assert!(
