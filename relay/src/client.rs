@@ -329,6 +329,9 @@ struct Accepted {
 struct LocalSock {
     id: u32,
     stream: bool,
+    /// The domain of a UDP socket, whose sends are checked here as the kernel would
+    /// ([`crate::udp`]).
+    udp: Option<i32>,
     /// Our end.
     ours: Arc<AsyncFd<OwnedFd>>,
     program_inode: u64,
@@ -555,7 +558,8 @@ impl Conn {
             opening.wait()?;
         }
         let stream = ty & 0xf == libc::SOCK_STREAM;
-        let attached = self.attach(id, stream).and_then(|program_end| {
+        let udp = (certain && !stream).then_some(domain);
+        let attached = self.attach(id, stream, udp).and_then(|program_end| {
             // O_NONBLOCK belongs to the open file the program gets (SOCK_CLOEXEC is the
             // descriptor's, set when it is installed).
             if ty & libc::SOCK_NONBLOCK != 0 {
@@ -580,7 +584,7 @@ impl Conn {
     }
 
     /// Makes the socket pair for relayed socket `id` and starts moving its data.
-    fn attach(self: &Arc<Self>, id: u32, stream: bool) -> Result<OwnedFd, Errno> {
+    fn attach(self: &Arc<Self>, id: u32, stream: bool, udp: Option<i32>) -> Result<OwnedFd, Errno> {
         let kind = if stream {
             libc::SOCK_STREAM
         } else {
@@ -594,6 +598,7 @@ impl Conn {
         let sock = Arc::new(LocalSock {
             id,
             stream,
+            udp,
             ours,
             program_inode,
             up: Arc::new(Window::new(WINDOW)),
@@ -628,7 +633,7 @@ impl Conn {
         let Some(listener) = self.sock(listen_id) else {
             return self.send(Frame::Close { id: conn, errno: 0 });
         };
-        match self.attach(conn, true) {
+        match self.attach(conn, true, None) {
             Ok(program_end) => {
                 lock(&listener.accepted).push_back(Accepted { program_end, peer });
                 // One byte per waiting connection makes the listener's end readable.
@@ -972,9 +977,20 @@ impl Relayed {
             .map(drop)
     }
 
+    /// What the kernel would refuse a `len`-byte datagram to `addr` for before sending it
+    /// (the address's length and family, the datagram's size), in its order. The server
+    /// sends the datagram later, where its refusal would reach nobody.
+    pub fn check_datagram(&self, addr: &[u8], len: usize) -> Result<(), Errno> {
+        match self.sock.udp {
+            Some(domain) => crate::udp::check_send(domain, addr, len),
+            None => Ok(()),
+        }
+    }
+
     /// A datagram to `addr`. Like UDP, a datagram the path has no room for is dropped.
     pub fn send_to(&self, addr: &[u8], data: &[u8]) -> Result<usize, Errno> {
         self.creation()?;
+        self.check_datagram(addr, data.len())?;
         if data.len() > MAX_DATAGRAM {
             return Err(libc::EMSGSIZE);
         }

@@ -356,7 +356,8 @@ impl Session {
                 len,
                 ..
             } => {
-                let result = sys::getsockopt(sock.raw(), level, name, len as usize);
+                let result = option_allowed(level, name)
+                    .and_then(|()| sys::getsockopt(sock.raw(), level, name, len as usize));
                 self.send(reply(id, req, result.map(|v| (0, v))));
             }
             Frame::SetOpt {
@@ -366,7 +367,8 @@ impl Session {
                 value,
                 ..
             } => {
-                let result = sys::setsockopt(sock.raw(), level, name, &value);
+                let result = option_allowed(level, name)
+                    .and_then(|()| sys::setsockopt(sock.raw(), level, name, &value));
                 self.send(reply(id, req, result.map(|()| (0, Vec::new()))));
             }
             Frame::Eof { .. } => drop(sock.out.send(Out::Eof)),
@@ -502,6 +504,33 @@ impl Session {
         if ok && !sock.listening.swap(true, Ordering::SeqCst) {
             sock.add_task(tokio::spawn(accept_loop(self.clone(), sock.clone())));
         }
+    }
+}
+
+/// Whether a client may get or set option `name` at `level` on its socket here:
+/// `ENOPROTOOPT` for the options that act on something of the server's rather than on the
+/// socket. Socket filters take a pointer or a descriptor, which the server's kernel would
+/// look up in the server process; an `IPPROTO_IP` or `IPPROTO_IPV6` option the protocol does
+/// not know is handed to netfilter (ip_setsockopt, ipv6_setsockopt), whose options from 64
+/// up replace the host's firewall tables (ip(7) lists none of its own from 64 up; ipv6(7)
+/// has some from 66 up, but 64 and 65 are ip6tables').
+fn option_allowed(level: i32, name: i32) -> Result<(), Errno> {
+    let allowed = match level {
+        libc::SOL_SOCKET => !matches!(
+            name,
+            libc::SO_ATTACH_FILTER
+                | libc::SO_ATTACH_BPF
+                | libc::SO_ATTACH_REUSEPORT_CBPF
+                | libc::SO_ATTACH_REUSEPORT_EBPF
+        ),
+        libc::IPPROTO_IP => (0..64).contains(&name),
+        libc::IPPROTO_IPV6 => (0..64).contains(&name) || (66..96).contains(&name),
+        _ => true,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(libc::ENOPROTOOPT)
     }
 }
 
@@ -705,6 +734,49 @@ async fn accept_loop(session: Arc<Session>, sock: Arc<Sock>) {
                 debug!(errno = e, "registering an accepted connection failed");
                 sock.incoming.give(1);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_that_reach_past_the_socket_are_refused() {
+        const IPT_SO_SET_REPLACE: i32 = 64;
+        const IP6T_SO_SET_REPLACE: i32 = 64;
+        const ARPT_SO_SET_REPLACE: i32 = 96;
+        const IP_VS_SO_SET_ADD: i32 = 1024 + 64 + 2;
+        for (level, name) in [
+            (libc::SOL_SOCKET, libc::SO_ATTACH_FILTER),
+            (libc::SOL_SOCKET, libc::SO_ATTACH_BPF),
+            (libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_CBPF),
+            (libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_EBPF),
+            (libc::IPPROTO_IP, IPT_SO_SET_REPLACE),
+            (libc::IPPROTO_IP, ARPT_SO_SET_REPLACE),
+            (libc::IPPROTO_IP, IP_VS_SO_SET_ADD),
+            (libc::IPPROTO_IP, -1),
+            (libc::IPPROTO_IPV6, IP6T_SO_SET_REPLACE),
+            (libc::IPPROTO_IPV6, IP6T_SO_SET_REPLACE + 1),
+        ] {
+            assert_eq!(
+                option_allowed(level, name),
+                Err(libc::ENOPROTOOPT),
+                "{level} {name}"
+            );
+        }
+        for (level, name) in [
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+            (libc::SOL_SOCKET, libc::SO_RCVBUF),
+            (libc::IPPROTO_IP, libc::IP_TOS),
+            (libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP),
+            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND),
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            (libc::IPPROTO_UDP, libc::UDP_SEGMENT),
+        ] {
+            assert_eq!(option_allowed(level, name), Ok(()), "{level} {name}");
         }
     }
 }

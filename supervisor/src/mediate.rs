@@ -193,6 +193,20 @@ impl<'s> Call<'s> {
         Ok(buf)
     }
 
+    /// Up to `len` bytes at `addr`: as many as are readable before the first page that
+    /// faults, `EFAULT` if none is. For a value the kernel reads only part of (an option
+    /// whose length the program overstated), where a full read would fault and the
+    /// kernel's own would not.
+    pub(crate) fn read_prefix(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno32> {
+        let mut buf = vec![0u8; len];
+        let n = sys::read_memory_prefix(self.tid(), addr, &mut buf).map_err(|e| match e {
+            Errno::ESRCH => libc::ENOENT,
+            _ => libc::EFAULT,
+        })?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     /// Step 3 for a `(pointer, length)` socket address, with the kernel's checks
     /// (`move_addr_to_kernel`): a length outside 0..=128 is `EINVAL`.
     pub(crate) fn read_sockaddr(&self, ptr: u64, len: u64) -> Result<Vec<u8>, Errno32> {

@@ -20,6 +20,11 @@
 //!   use `sendto`/`recvfrom`, or `connect` the socket.
 //! * Options are passed to the remote socket as bytes of at most 256; options that carry
 //!   pointers (socket filters) are refused with `ENOPROTOOPT`.
+//! * A datagram sent with `sendto` is checked here as udp_sendmsg would check it
+//!   ([`relay::udp`]), then relayed without an answer: what fails only on the server drops
+//!   the datagram instead of failing the call.
+//! * `recvfrom` and `accept` read the address length before they wait, where the kernel
+//!   reads it after receiving: a bad length fails at once and consumes nothing.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -168,8 +173,10 @@ fn listen(call: Call<'_>, sock: &Relayed) {
 fn name(call: Call<'_>, sock: &Relayed, peer: bool) {
     let result = (|| {
         let (ptr, len_ptr) = (call.arg(1), call.arg(2));
-        let room = read_len(&call, len_ptr)?;
+        // The kernel asks the protocol first and reads the length after (getpeername(2) on
+        // a socket that has no peer is ENOTCONN whatever the pointers).
         let addr = sock.name(peer)?;
+        let room = read_len(&call, len_ptr)?;
         call.still_pending()?;
         write_result(&call, ptr, len_ptr, room, &addr).map(|()| 0)
     })();
@@ -227,15 +234,25 @@ fn setsockopt(call: Call<'_>, sock: &Relayed, own: &OwnedFd) {
         {
             return Err(libc::ENOPROTOOPT);
         }
-        let len = call.arg(4) as u32 as usize;
-        if len > MAX_OPTION {
-            return Err(libc::EINVAL);
+        // The kernel reads only as much of the value as the option takes (an int option
+        // succeeds with optlen 1 << 30), so a long optlen is cut rather than refused, and
+        // the value is read only as far as it is readable.
+        let len = usize::try_from(call.int_arg(4)).map_err(|_| libc::EINVAL)?;
+        let wanted = len.min(MAX_OPTION);
+        let value = call.read_prefix(call.arg(3), wanted)?;
+        let cut = value.len() < wanted;
+        let set = (|| {
+            if is_local_option(level, name) {
+                relay::sys::setsockopt(own.as_fd(), level, name, &value)?;
+            }
+            sock.setsockopt(level, name, &value)
+        })();
+        match set {
+            // Too short for the option because the rest could not be read: where the
+            // kernel reads it, that is a fault.
+            Err(libc::EINVAL) if cut => Err(libc::EFAULT),
+            other => other.map(|()| 0),
         }
-        let value = call.read(call.arg(3), len)?;
-        if is_local_option(level, name) {
-            relay::sys::setsockopt(own.as_fd(), level, name, &value)?;
-        }
-        sock.setsockopt(level, name, &value).map(|()| 0)
     })();
     call.respond(result);
 }
@@ -270,12 +287,15 @@ fn sendto(call: Call<'_>, sock: &Relayed, own: OwnedFd) {
         });
     }
     let result = (|| {
-        let len = (call.arg(2) as usize).min(MAX_DATAGRAM);
-        let data = call.read(call.arg(1), len)?;
-        if call.arg(2) as usize > MAX_DATAGRAM {
+        // The kernel's order (__sys_sendto, then udp_sendmsg): the address, then the
+        // datagram's size, and only then the data.
+        let addr = call.read_sockaddr(call.arg(4), call.arg(5))?;
+        let len = call.arg(2) as usize;
+        sock.check_datagram(&addr, len)?;
+        if len > MAX_DATAGRAM {
             return Err(libc::EMSGSIZE);
         }
-        let addr = call.read_sockaddr(call.arg(4), call.arg(5))?;
+        let data = call.read(call.arg(1), len)?;
         call.still_pending()?;
         check(&call, sock, Operation::Send, &addr)?;
         sock.send_to(&addr, &data).map(|n| n as i64)

@@ -242,8 +242,18 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
 /// `process_vm_readv`: copies `buf.len()` bytes at `addr` in thread `tid`'s address space.
 /// A short copy is reported as `EFAULT`, as copy_from_user would.
 pub fn read_memory(tid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    match read_memory_prefix(tid, addr, buf)? {
+        n if n == buf.len() => Ok(()),
+        _ => Err(Errno::EFAULT),
+    }
+}
+
+/// `process_vm_readv` that keeps a short copy: the number of bytes at the start of `buf`
+/// that could be read before the first page that faults (process_vm_readv(2) stops there
+/// and reports what it copied). Nothing readable is `EFAULT`.
+pub fn read_memory_prefix(tid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
     if buf.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -257,8 +267,8 @@ pub fn read_memory(tid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
     // by the kernel on the other process's behalf and is checked there.
     let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
     match n {
-        n if n as usize == buf.len() => Ok(()),
-        n if n >= 0 => Err(Errno::EFAULT),
+        n if n > 0 => Ok(n as usize),
+        0 => Err(Errno::EFAULT),
         _ => Err(Errno::last()),
     }
 }
