@@ -988,9 +988,10 @@ impl Relayed {
     }
 
     /// A datagram to `addr`. Like UDP, a datagram the path has no room for is dropped.
+    /// The caller has made [`Relayed::check_datagram`] first, before reading the data, which
+    /// is where the kernel makes those checks.
     pub fn send_to(&self, addr: &[u8], data: &[u8]) -> Result<usize, Errno> {
         self.creation()?;
-        self.check_datagram(addr, data.len())?;
         if data.len() > MAX_DATAGRAM {
             return Err(libc::EMSGSIZE);
         }

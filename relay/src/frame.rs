@@ -705,7 +705,9 @@ mod tests {
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(
-            kind in 0u8..20, id in any::<u32>(), payload in proptest::collection::vec(any::<u8>(), 0..300)
+            kind in 0u8..20,
+            id in any::<u32>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300)
         ) {
             let _ = Frame::decode(kind, id, &payload);
         }

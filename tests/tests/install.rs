@@ -498,12 +498,7 @@ fn installed_zsh_completion_is_registered_by_compinit_and_completes() {
     let site_functions = installation.path("share/zsh/site-functions");
 
     for program in ["rumphijack", "rump_server"] {
-        let file = site_functions.join(format!("_{program}"));
-        let mut parse = Command::new("zsh");
-        parse.arg("-n").arg(&file);
-        let out = run(parse, TIMEOUT);
-        out.assert_success("zsh -n");
-        assert_eq!(out.stderr, "", "{}\n{out}", file.display());
+        assert_parses(&["zsh", "-n"], &site_functions.join(format!("_{program}")));
     }
 
     // compinit reads the `#compdef` line of every file in fpath and maps each command to
@@ -566,6 +561,16 @@ done"#;
     assert_program_line_completes(&listing, " ");
 }
 
+/// Asserts that the shell command `check` (a shell and its parse-only flag) reads `file`
+/// without a complaint.
+fn assert_parses(check: &[&str], file: &Path) {
+    let mut parse = Command::new(check[0]);
+    parse.args(&check[1..]).arg(file);
+    let out = run(parse, TIMEOUT);
+    out.assert_success(&check.join(" "));
+    assert_eq!(out.stderr, "", "{}\n{out}", file.display());
+}
+
 /// `dir` followed by the test's own PATH.
 fn path_with(dir: &Path) -> std::ffi::OsString {
     let inherited = std::env::var_os("PATH").unwrap_or_default();
@@ -583,12 +588,10 @@ fn installed_fish_completion_loads_from_its_vendor_directory() {
     let vendor = installation.path("share/fish/vendor_completions.d");
 
     for program in ["rumphijack", "rump_server"] {
-        let file = vendor.join(format!("{program}.fish"));
-        let mut parse = Command::new("fish");
-        parse.arg("--no-execute").arg(&file);
-        let out = run(parse, TIMEOUT);
-        out.assert_success("fish --no-execute");
-        assert_eq!(out.stderr, "", "{}\n{out}", file.display());
+        assert_parses(
+            &["fish", "--no-execute"],
+            &vendor.join(format!("{program}.fish")),
+        );
     }
 
     // fish searches DIR/fish/vendor_completions.d for each DIR of XDG_DATA_DIRS and loads
